@@ -32,7 +32,7 @@ format: $(VENV)/.installed-test
 $(VENV)/.base:
 	@$(PYTHON) -c 'import sys; sys.exit("Highway needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --upgrade pip 'setuptools>=70' 'cython>=3.1,<4' wheel
+	$(PIP) install --upgrade pip 'setuptools>=77' 'cython>=3.1,<4' wheel
 	touch $@
 
 $(VENV)/.installed-run: $(VENV)/.base $(SOURCES)
