@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 SOURCES := pyproject.toml setup.py $(wildcard codec/*.pyx codec/*.pxd codec/*.c codec/*.h)
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: run test bench-codec lint format clean
+.PHONY: run test bench-codec lint format filters clean
 
 run: $(VENV)/.installed-run
 	$(BIN)/highway serve
@@ -18,7 +18,11 @@ test: $(VENV)/.installed-test
 	$(BIN)/pytest
 
 bench-codec: $(VENV)/.installed-bench
-	$(BIN)/python -m benchmarks.codec_bench
+	$(BIN)/python benchmarks/codec_bench.py
+
+# Redesign the resampling filters into codec/filter_taps.h (needs scipy, a test extra).
+filters: $(VENV)/.installed-test
+	$(BIN)/python codec/design_filters.py
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

@@ -81,8 +81,9 @@ def render(designs: list[tuple[FilterSpec, np.ndarray]]) -> str:
         ripple, stopband = measure(taps, spec)
         delay_ms = (len(taps) - 1) / 2 / spec.rate * 1000
         lines.append(
-            f"/* {spec.rate} Hz prototype: pass 0-{spec.passband_hz:.0f} Hz (ripple ±{ripple:.4f} dB),"
-            f" stop from {spec.stopband_hz:.0f} Hz ({stopband:.1f} dB), delay {delay_ms:.3f} ms */"
+            f"/* {spec.rate} Hz prototype: pass 0-{spec.passband_hz:.0f} Hz"
+            f" (ripple ±{ripple:.4f} dB), stop from {spec.stopband_hz:.0f} Hz"
+            f" ({stopband:.1f} dB), delay {delay_ms:.3f} ms */"
         )
         lines.append(f"static const float {spec.name}[{len(taps)}] = {{")
         for start in range(0, len(taps), 4):
