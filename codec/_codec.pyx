@@ -7,10 +7,10 @@ from libc.stdint cimport int16_t, uint8_t, uintptr_t
 
 cdef extern from "g711.h":
     void hw_g711_init()
-    void hw_ulaw_decode(const uint8_t *data, size_t n, int16_t *out)
-    void hw_ulaw_encode(const int16_t *data, size_t n, uint8_t *out)
-    void hw_alaw_decode(const uint8_t *data, size_t n, int16_t *out)
-    void hw_alaw_encode(const int16_t *data, size_t n, uint8_t *out)
+    void hw_ulaw_decode(const uint8_t *data, size_t n, int16_t *out) noexcept
+    void hw_ulaw_encode(const int16_t *data, size_t n, uint8_t *out) noexcept
+    void hw_alaw_decode(const uint8_t *data, size_t n, int16_t *out) noexcept
+    void hw_alaw_encode(const int16_t *data, size_t n, uint8_t *out) noexcept
 
 
 cdef extern from "polyphase.h":
@@ -75,54 +75,50 @@ cdef int acquire_pcm(object data, Py_buffer *view) except -1:
     return 0
 
 
-def ulaw_decode(data) -> bytes:
-    """Decode G.711 µ-law bytes to 16-bit little-endian PCM."""
+ctypedef void (*g711_decoder)(const uint8_t *data, size_t n, int16_t *out) noexcept
+ctypedef void (*g711_encoder)(const int16_t *data, size_t n, uint8_t *out) noexcept
+
+
+cdef bytes decode_with(g711_decoder decode, object data):
     cdef Py_buffer view
     acquire(data, &view)
     try:
         out = PyBytes_FromStringAndSize(NULL, view.len * 2)
-        hw_ulaw_decode(<const uint8_t *>view.buf, view.len, <int16_t *>PyBytes_AS_STRING(out))
+        decode(<const uint8_t *>view.buf, view.len, <int16_t *>PyBytes_AS_STRING(out))
         return out
     finally:
         PyBuffer_Release(&view)
+
+
+cdef bytes encode_with(g711_encoder encode, object pcm):
+    cdef Py_buffer view
+    acquire_pcm(pcm, &view)
+    try:
+        out = PyBytes_FromStringAndSize(NULL, view.len // 2)
+        encode(<const int16_t *>view.buf, view.len // 2, <uint8_t *>PyBytes_AS_STRING(out))
+        return out
+    finally:
+        PyBuffer_Release(&view)
+
+
+def ulaw_decode(data) -> bytes:
+    """Decode G.711 µ-law bytes to 16-bit little-endian PCM."""
+    return decode_with(hw_ulaw_decode, data)
 
 
 def alaw_decode(data) -> bytes:
     """Decode G.711 A-law bytes to 16-bit little-endian PCM."""
-    cdef Py_buffer view
-    acquire(data, &view)
-    try:
-        out = PyBytes_FromStringAndSize(NULL, view.len * 2)
-        hw_alaw_decode(<const uint8_t *>view.buf, view.len, <int16_t *>PyBytes_AS_STRING(out))
-        return out
-    finally:
-        PyBuffer_Release(&view)
+    return decode_with(hw_alaw_decode, data)
 
 
 def ulaw_encode(pcm) -> bytes:
     """Encode 16-bit little-endian PCM to G.711 µ-law bytes."""
-    cdef Py_buffer view
-    acquire_pcm(pcm, &view)
-    try:
-        out = PyBytes_FromStringAndSize(NULL, view.len // 2)
-        hw_ulaw_encode(<const int16_t *>view.buf, view.len // 2,
-                       <uint8_t *>PyBytes_AS_STRING(out))
-        return out
-    finally:
-        PyBuffer_Release(&view)
+    return encode_with(hw_ulaw_encode, pcm)
 
 
 def alaw_encode(pcm) -> bytes:
     """Encode 16-bit little-endian PCM to G.711 A-law bytes."""
-    cdef Py_buffer view
-    acquire_pcm(pcm, &view)
-    try:
-        out = PyBytes_FromStringAndSize(NULL, view.len // 2)
-        hw_alaw_encode(<const int16_t *>view.buf, view.len // 2,
-                       <uint8_t *>PyBytes_AS_STRING(out))
-        return out
-    finally:
-        PyBuffer_Release(&view)
+    return encode_with(hw_alaw_encode, pcm)
 
 
 cdef class _Stream:
