@@ -16,7 +16,8 @@
 
 typedef float FIR_VEC __attribute__((vector_size(FIR_WIDTH * sizeof(float))));
 
-/* One sub-filter's input offset o_ji (see polyphase.c): 1 where j*M - i*L < 0. */
+/* One sub-filter's input offset o_ji, as first_block() in polyphase.c, but a
+ * compile-time constant here so the loads it selects are shared or dropped. */
 #define FIR_OFFSET(j, i, L, M) ((j) * (M) - (i) * (L) < 0 ? 1 : 0)
 
 /* L and M are compile-time constants at every call: the j and i loops unroll, the

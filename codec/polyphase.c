@@ -77,34 +77,21 @@ typedef void (*fir_function)(const float *streams, size_t stride, const float *c
 static fir_function fir_kernel = fir_baseline;
 static const char *fir_kernel_name = "baseline";
 
-static int cpu_has_avx512(void)
-{
-#if HW_X86_DISPATCH
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
-#else
-    return 0;
-#endif
-}
-
-static int cpu_has_avx2(void)
-{
-#if HW_X86_DISPATCH
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    return 0;
-#endif
-}
-
 const char *hw_polyphase_init(const char *wanted)
 {
 #if HW_X86_DISPATCH
+    /* The cap: 0 the baseline only, 1 up to AVX2, 2 anything. An unknown name caps
+     * nothing, so a misspelt setting never slows a call down. */
+    int cap = 2;
+    if (wanted && strcmp(wanted, "baseline") == 0)
+        cap = 0;
+    else if (wanted && strcmp(wanted, "avx2") == 0)
+        cap = 1;
     __builtin_cpu_init();
-    int any = wanted == NULL || wanted[0] == '\0';
-    if ((any || strcmp(wanted, "avx512") == 0) && cpu_has_avx512()) {
+    if (cap >= 2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) {
         fir_kernel = fir_avx512;
         fir_kernel_name = "avx512";
-    } else if ((any || strcmp(wanted, "avx512") == 0 || strcmp(wanted, "avx2") == 0) &&
-               cpu_has_avx2()) {
+    } else if (cap >= 1 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
         fir_kernel = fir_avx2;
         fir_kernel_name = "avx2";
     }
@@ -153,32 +140,34 @@ int hw_resampler_supported(int in_rate, int out_rate)
     return find_pair(in_rate, out_rate) != NULL;
 }
 
-/* Split the prototype into the L*M sub-filters g_ji (see the top of this file). */
-static void decompose(hw_resampler *r)
+/* o_ji: sub-filter g_ji starts one block later where its phase j*M - i*L is negative. */
+static int first_block(int phase)
 {
-    const int L = r->up, M = r->down, N = r->pair->prototype_len;
-    r->taps = 0;
-    for (int j = 0; j < L; j++)
-        for (int i = 0; i < M; i++) {
-            int phase = j * M - i * L, first = phase >= 0 ? 0 : 1;
-            int count = (N - 1 - phase) / (L * M) - first + 1;
-            if (count > r->taps)
-                r->taps = count;
-        }
+    return phase < 0 ? 1 : 0;
 }
 
-static int fill_coeffs(hw_resampler *r)
+/* Split the prototype into the L*M sub-filters g_ji (see the top of this file), each
+ * padded to the longest one's K taps. */
+static int split_prototype(hw_resampler *r)
 {
-    const int L = r->up, M = r->down, K = r->taps, N = r->pair->prototype_len;
+    const int L = r->up, M = r->down, N = r->pair->prototype_len;
+    int K = 0;
+    for (int j = 0; j < L; j++)
+        for (int i = 0; i < M; i++) {
+            int phase = j * M - i * L;
+            int count = (N - 1 - phase) / (L * M) - first_block(phase) + 1;
+            K = count > K ? count : K;
+        }
+    r->taps = K;
     r->coeffs = calloc((size_t)L * M * K, sizeof(float));
     if (!r->coeffs)
         return -1;
     for (int j = 0; j < L; j++)
         for (int i = 0; i < M; i++) {
-            int phase = j * M - i * L, first = phase >= 0 ? 0 : 1;
+            int phase = j * M - i * L;
             float *g = r->coeffs + (size_t)(j * M + i) * K;
             for (int t = 0; t < K; t++) {
-                int index = L * M * (first + t) + phase;
+                int index = L * M * (first_block(phase) + t) + phase;
                 g[K - 1 - t] = index < N ? (float)L * r->pair->prototype[index] : 0.0f;
             }
         }
@@ -196,11 +185,14 @@ hw_resampler *hw_resampler_new(int in_rate, int out_rate)
     r->pair = pair;
     r->up = pair->up;
     r->down = pair->down;
-    decompose(r);
+    if (split_prototype(r) != 0) {
+        hw_resampler_free(r);
+        return NULL;
+    }
     r->stride = (size_t)r->taps + CHUNK_BLOCKS;
     r->streams = calloc((size_t)r->down * r->stride, sizeof(float));
     r->planar = calloc((size_t)r->up * CHUNK_BLOCKS, sizeof(float));
-    if (fill_coeffs(r) != 0 || !r->streams || !r->planar) {
+    if (!r->streams || !r->planar) {
         hw_resampler_free(r);
         return NULL;
     }

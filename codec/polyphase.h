@@ -9,8 +9,8 @@ typedef enum { HW_PCM16 = 0, HW_ULAW = 1 } hw_format;
 
 typedef struct hw_resampler hw_resampler;
 
-/* Pick the FIR kernel: the best the CPU runs, or at most `wanted` ("avx512", "avx2",
- * "baseline"; NULL or "" for the best). Returns the name of the kernel picked. */
+/* Pick the FIR kernel: the best the CPU runs, capped by `wanted` ("avx2" or "baseline";
+ * anything else, or NULL, caps nothing). Returns the name of the kernel picked. */
 const char *hw_polyphase_init(const char *wanted);
 
 /* A resampler for one supported rate pair, or NULL (unsupported pair, or out of memory:
