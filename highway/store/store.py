@@ -1,0 +1,399 @@
+"""The store: every query Highway makes, as small units of work on a `Database`."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from highway.store import call_status
+from highway.store.database import Database, JsonValue, Transaction, connect
+from highway.store.migrations import migrate
+from highway.store.records import (
+    Call,
+    CallDirection,
+    CallEvent,
+    EventKind,
+    NewVerification,
+    Verification,
+    VerificationStatus,
+    utc_now,
+)
+
+log = logging.getLogger(__name__)
+
+_CALL_COLUMNS = (
+    "id, verification_id, call_sid, stream_sid, direction, from_number, to_number, status,"
+    " created_at, answered_at, ended_at, duration_seconds, end_reason, error, recording_url,"
+    " answered_by"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusUpdate:
+    """The result of applying a Twilio status: the call as it now is, and whether it moved."""
+
+    call: Call
+    changed: bool
+
+
+class Store:
+    """Verifications, calls and call events. Every method is one bounded transaction."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    async def aclose(self) -> None:
+        await self.database.aclose()
+
+    async def ping(self) -> None:
+        """Raise DatabaseUnavailable unless the database answers."""
+        await self.database.run(lambda tx: tx.execute("SELECT 1"))
+
+    # Verifications
+
+    async def create_verification(self, new: NewVerification) -> Verification:
+        now = utc_now()
+        params = {
+            "customer_name": new.customer_name,
+            "phone": new.phone,
+            "purpose": new.purpose,
+            "fields": JsonValue([f.as_json() for f in new.fields]),
+            "language": new.language,
+            "instructions": new.instructions,
+            "voice": new.voice,
+            "status": VerificationStatus.PENDING.value,
+            "now": now,
+        }
+        row = await self.database.run(
+            lambda tx: tx.one(
+                "INSERT INTO verifications (customer_name, phone, purpose, fields, language,"
+                " instructions, voice, status, created_at, updated_at) VALUES (:customer_name,"
+                " :phone, :purpose, :fields, :language, :instructions, :voice, :status, :now,"
+                " :now) RETURNING *",
+                params,
+            )
+        )
+        return Verification.from_row(_required(row))
+
+    async def get_verification(self, verification_id: int) -> Verification | None:
+        row = await self.database.run(
+            lambda tx: tx.one("SELECT * FROM verifications WHERE id = :id", {"id": verification_id})
+        )
+        return Verification.from_row(row) if row else None
+
+    async def list_verifications(
+        self, *, status: VerificationStatus | None = None, limit: int = 100, offset: int = 0
+    ) -> list[Verification]:
+        """Newest first."""
+        where, params = _filters(status=status)
+        rows = await self.database.run(
+            lambda tx: tx.execute(
+                f"SELECT * FROM verifications{where} ORDER BY id DESC LIMIT :limit OFFSET :offset",
+                {**params, "limit": limit, "offset": offset},
+            )
+        )
+        return [Verification.from_row(row) for row in rows]
+
+    async def pending_verification_for(self, phone: str) -> Verification | None:
+        """The newest pending verification for `phone`, for a customer who calls in."""
+        row = await self.database.run(
+            lambda tx: tx.one(
+                "SELECT * FROM verifications WHERE phone = :phone AND status = :status"
+                " ORDER BY id DESC LIMIT 1",
+                {"phone": phone, "status": VerificationStatus.PENDING.value},
+            )
+        )
+        return Verification.from_row(row) if row else None
+
+    # Calls
+
+    async def create_call(
+        self,
+        *,
+        verification_id: int | None,
+        direction: CallDirection,
+        from_number: str | None,
+        to_number: str | None,
+        status: str = call_status.CREATED,
+        call_sid: str | None = None,
+    ) -> Call:
+        """A new call record. With `call_sid` given and already known, the existing call is
+        returned instead, so a retried Twilio webhook creates nothing twice."""
+        params = {
+            "verification_id": verification_id,
+            "call_sid": call_sid,
+            "direction": direction.value,
+            "from_number": from_number,
+            "to_number": to_number,
+            "status": status,
+            "now": utc_now(),
+        }
+
+        def work(tx: Transaction) -> dict[str, Any] | None:
+            if call_sid is not None:
+                existing = tx.one(
+                    f"SELECT {_CALL_COLUMNS} FROM calls WHERE call_sid = :sid", {"sid": call_sid}
+                )
+                if existing:
+                    return existing
+            row = tx.one(
+                "INSERT INTO calls (verification_id, call_sid, direction, from_number,"
+                " to_number, status, created_at) VALUES (:verification_id, :call_sid,"
+                f" :direction, :from_number, :to_number, :status, :now) RETURNING {_CALL_COLUMNS}",
+                params,
+            )
+            _add_event(
+                tx, _required(row)["id"], EventKind.STATUS, {"status": status}, params["now"]
+            )
+            return row
+
+        return Call.from_row(_required(await self.database.run(work)))
+
+    async def get_call(self, call_id: int) -> Call | None:
+        row = await self.database.run(
+            lambda tx: tx.one(f"SELECT {_CALL_COLUMNS} FROM calls WHERE id = :id", {"id": call_id})
+        )
+        return Call.from_row(row) if row else None
+
+    async def list_calls(
+        self,
+        *,
+        verification_id: int | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Call]:
+        """Newest first."""
+        where, params = _filters(verification_id=verification_id, status=status)
+        rows = await self.database.run(
+            lambda tx: tx.execute(
+                f"SELECT {_CALL_COLUMNS} FROM calls{where} ORDER BY id DESC"
+                " LIMIT :limit OFFSET :offset",
+                {**params, "limit": limit, "offset": offset},
+            )
+        )
+        return [Call.from_row(row) for row in rows]
+
+    async def call_events(self, call_id: int) -> list[CallEvent]:
+        rows = await self.database.run(
+            lambda tx: tx.execute(
+                "SELECT * FROM call_events WHERE call_id = :id ORDER BY id", {"id": call_id}
+            )
+        )
+        return [CallEvent.from_row(row) for row in rows]
+
+    async def add_event(self, call_id: int, kind: EventKind, data: dict[str, Any]) -> CallEvent:
+        row = await self.database.run(lambda tx: _add_event(tx, call_id, kind, data, utc_now()))
+        return CallEvent.from_row(row)
+
+    async def record_twilio_sid(self, call_id: int, call_sid: str, status: str) -> Call:
+        """Twilio accepted the call: remember its SID and the status it answered with."""
+
+        def work(tx: Transaction) -> dict[str, Any] | None:
+            tx.execute(
+                "UPDATE calls SET call_sid = :sid WHERE id = :id AND call_sid IS NULL",
+                {"sid": call_sid, "id": call_id},
+            )
+            return _apply_status(tx, call_id, status, utc_now(), {})
+
+        return Call.from_row(_required(await self.database.run(work)))
+
+    async def fail_call(self, call_id: int, error: str, end_reason: str) -> Call:
+        """The call could not be placed: mark it failed with the reason, keeping the record."""
+
+        def work(tx: Transaction) -> dict[str, Any] | None:
+            tx.execute(
+                "UPDATE calls SET error = :error, end_reason = COALESCE(end_reason, :reason)"
+                " WHERE id = :id",
+                {"error": error, "reason": end_reason, "id": call_id},
+            )
+            return _apply_status(tx, call_id, "failed", utc_now(), {"error": error})
+
+        return Call.from_row(_required(await self.database.run(work)))
+
+    async def apply_twilio_status(
+        self,
+        *,
+        call_sid: str,
+        status: str,
+        at: datetime | None = None,
+        duration_seconds: int | None = None,
+        answered_by: str | None = None,
+        call_id: int | None = None,
+    ) -> StatusUpdate | None:
+        """Apply a status callback; None if the call is not Highway's.
+
+        Monotonic and idempotent: a status that is not further along than the stored one
+        changes nothing. `call_id` (from the callback URL) finds a call whose SID was never
+        stored, for example because the database failed right after Twilio accepted it.
+        """
+        at = at or utc_now()
+
+        def work(tx: Transaction) -> tuple[dict[str, Any], bool] | None:
+            row = _find_call_for_update(tx, call_sid, call_id)
+            if row is None:
+                return None
+            before = row["status"]
+            row = _required(_apply_status(tx, row["id"], status, at, {"source": "twilio"}, row))
+            changed = row["status"] != before
+            # Facts that only come with a callback are kept even if the status is stale.
+            row = (
+                _update_call(
+                    tx,
+                    row["id"],
+                    {"duration_seconds": duration_seconds, "answered_by": answered_by},
+                    only_if_unset=False,
+                )
+                or row
+            )
+            return row, changed
+
+        result = await self.database.run(work)
+        if result is None:
+            return None
+        row, changed = result
+        return StatusUpdate(Call.from_row(row), changed)
+
+    async def record_recording(
+        self, *, call_sid: str, recording_url: str, call_id: int | None = None
+    ) -> Call | None:
+        """Store the recording's URL; None if the call is not Highway's."""
+
+        def work(tx: Transaction) -> dict[str, Any] | None:
+            row = _find_call_for_update(tx, call_sid, call_id)
+            if row is None:
+                return None
+            return _update_call(
+                tx, row["id"], {"recording_url": recording_url}, only_if_unset=False
+            )
+
+        row = await self.database.run(work)
+        return Call.from_row(row) if row else None
+
+
+async def open_store(url: str, *, timeout: float = 5.0, migrate_to: int | None = None) -> Store:
+    """Open the database at `url` and bring its schema up to date (or to `migrate_to`)."""
+    database = connect(url, timeout)
+    await database.open()
+    try:
+        if migrate_to is None:
+            await migrate(database)
+        else:
+            await migrate(database, migrate_to)
+    except BaseException:
+        await database.aclose()
+        raise
+    return Store(database)
+
+
+# Helpers that run inside a unit of work (on the worker thread).
+
+
+def _required(row: dict[str, Any] | None) -> dict[str, Any]:
+    if row is None:
+        raise LookupError("the row vanished inside its own transaction")
+    return row
+
+
+def _filters(**values: Any) -> tuple[str, dict[str, Any]]:
+    """A WHERE clause matching every value that is not None."""
+    given = {name: value for name, value in values.items() if value is not None}
+    if not given:
+        return "", {}
+    return " WHERE " + " AND ".join(f"{name} = :{name}" for name in given), given
+
+
+def _add_event(
+    tx: Transaction, call_id: int, kind: EventKind, data: dict[str, Any], at: datetime
+) -> dict[str, Any]:
+    return _required(
+        tx.one(
+            "INSERT INTO call_events (call_id, at, kind, data) VALUES (:call_id, :at, :kind,"
+            " :data) RETURNING *",
+            {"call_id": call_id, "at": at, "kind": kind.value, "data": JsonValue(data)},
+        )
+    )
+
+
+def _find_call_for_update(
+    tx: Transaction, call_sid: str, call_id: int | None
+) -> dict[str, Any] | None:
+    lock = tx.dialect.for_update
+    row = tx.one(
+        f"SELECT {_CALL_COLUMNS} FROM calls WHERE call_sid = :sid{lock}", {"sid": call_sid}
+    )
+    if row is None and call_id is not None:
+        # Only a call with no SID yet may be claimed this way, so a callback for another
+        # call cannot be pinned onto this one.
+        row = tx.one(
+            f"SELECT {_CALL_COLUMNS} FROM calls WHERE id = :id AND call_sid IS NULL{lock}",
+            {"id": call_id},
+        )
+        if row is not None:
+            row = _update_call(tx, call_id, {"call_sid": call_sid}, only_if_unset=True)
+    return row
+
+
+def _update_call(
+    tx: Transaction, call_id: int, values: dict[str, Any], *, only_if_unset: bool
+) -> dict[str, Any] | None:
+    """Set the given non-None columns (only where still NULL if `only_if_unset`)."""
+    given = {name: value for name, value in values.items() if value is not None}
+    if not given:
+        return tx.one(f"SELECT {_CALL_COLUMNS} FROM calls WHERE id = :id", {"id": call_id})
+    if only_if_unset:
+        sets = ", ".join(f"{name} = COALESCE({name}, :{name})" for name in given)
+    else:
+        sets = ", ".join(f"{name} = :{name}" for name in given)
+    return tx.one(
+        f"UPDATE calls SET {sets} WHERE id = :id RETURNING {_CALL_COLUMNS}",
+        {**given, "id": call_id},
+    )
+
+
+def _apply_status(
+    tx: Transaction,
+    call_id: int,
+    status: str,
+    at: datetime,
+    event_data: dict[str, Any],
+    current: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """Move the call to `status` if that is progress, with its timestamps, status event and
+    the verification's status. Returns the call's row."""
+    lock = tx.dialect.for_update
+    row = current or tx.one(
+        f"SELECT {_CALL_COLUMNS} FROM calls WHERE id = :id{lock}", {"id": call_id}
+    )
+    if row is None or not call_status.advances(row["status"], status):
+        return row
+    timestamps: dict[str, Any] = {}
+    if status == call_status.ANSWERED:
+        timestamps["answered_at"] = at
+    if call_status.is_terminal(status):
+        timestamps["ended_at"] = at
+        timestamps["end_reason"] = status
+    _update_call(tx, call_id, timestamps, only_if_unset=True)
+    row = _update_call(tx, call_id, {"status": status}, only_if_unset=False)
+    _add_event(tx, call_id, EventKind.STATUS, {"status": status, **event_data}, at)
+    if row and row["verification_id"] is not None:
+        _follow_call(tx, row["verification_id"], status, at)
+    return row
+
+
+def _follow_call(tx: Transaction, verification_id: int, status: str, at: datetime) -> None:
+    """Keep the verification's status in step with its call: in progress while one is
+    answered, and pending again if it ended without an outcome (so it can be retried)."""
+    if status == call_status.ANSWERED:
+        old, new = VerificationStatus.PENDING, VerificationStatus.IN_PROGRESS
+    elif call_status.is_terminal(status):
+        old, new = VerificationStatus.IN_PROGRESS, VerificationStatus.PENDING
+    else:
+        return
+    tx.execute(
+        "UPDATE verifications SET status = :new, updated_at = :at"
+        " WHERE id = :id AND status = :old AND outcome IS NULL",
+        {"new": new.value, "old": old.value, "at": at, "id": verification_id},
+    )
