@@ -1,34 +1,68 @@
-"""The Quart-Trio application. Routes arrive with later issues; for now only health."""
+"""The Quart-Trio application: the REST API, Twilio's webhooks and health."""
 
 from __future__ import annotations
 
+import logging
 import os
+from typing import Any
 
+from quart_schema import QuartSchema
 from quart_trio import QuartTrio
-from werkzeug.exceptions import HTTPException
 
+from highway import __version__
+from highway.api import calls, twilio_webhooks, verifications
+from highway.api.auth import register_api_key_check
+from highway.api.errors import register_error_handlers
 from highway.config import Settings
+from highway.services import EXTENSION_KEY, Services
+from highway.store import StoreError
+
+log = logging.getLogger(__name__)
 
 SETTINGS_KEY = "HIGHWAY_SETTINGS"
+# Generous for a verification or a webhook, small enough that no one can fill memory.
+MAX_REQUEST_BYTES = 1 << 20
+
+
+class HighwayApp(QuartTrio):
+    def log_exception(self, exception_info: Any) -> None:
+        # A database that cannot be opened is reported in one line by whoever started the
+        # server (see highway.server); a traceback would only bury it.
+        if not isinstance(exception_info[1], StoreError):
+            super().log_exception(exception_info)
 
 
 def create_app(settings: Settings) -> QuartTrio:
-    """Build the app; `settings` are stored in `app.config[SETTINGS_KEY]` for routes to use."""
-    app = QuartTrio("highway")
+    """Build the app. The store and the Twilio client open when it starts serving."""
+    app = HighwayApp("highway")
     app.config[SETTINGS_KEY] = settings
+    app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
+    shared = app.extensions[EXTENSION_KEY] = Services(settings)
+    QuartSchema(
+        app,
+        openapi_path="/openapi.json",
+        # The interactive pages would load scripts from a CDN; the document is what matters.
+        swagger_ui_path=None,
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+        info={"title": "Highway", "version": __version__},
+        security_schemes={"bearer": {"type": "http", "scheme": "bearer"}},
+        security=[{"bearer": []}],
+        pydantic_dump_options={"by_alias": True, "mode": "json"},
+    )
+    register_error_handlers(app)
+    register_api_key_check(app, settings)
+    twilio_webhooks.register_signature_check(app, settings)
+    for module in (verifications, calls, twilio_webhooks):
+        app.register_blueprint(module.blueprint)
 
     @app.get("/health")
     async def health() -> dict[str, object]:
         # The pid tells which worker process answered when several share the port.
         return {"status": "ok", "worker": os.getpid()}
 
-    @app.errorhandler(HTTPException)
-    async def http_error(error: HTTPException) -> tuple[dict[str, str], int, dict[str, str]]:
-        # The API speaks JSON (`{"error": ...}`), so its 404s and 405s should too. Keep
-        # headers such as a 405's Allow, but not werkzeug's HTML content type.
-        headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
-        return {"error": error.name}, error.code or 500, headers
-
+    app.before_serving(shared.open)
+    app.after_serving(shared.aclose)
     return app
 
 

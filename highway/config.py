@@ -129,6 +129,8 @@ class Settings(BaseSettings):
     max_call_seconds: Seconds = Field(600, validation_alias="HIGHWAY_MAX_CALL_SECONDS")
     idle_timeout_seconds: Seconds = Field(15, validation_alias="HIGHWAY_IDLE_TIMEOUT_SECONDS")
     keepalive_seconds: Seconds = Field(10, validation_alias="HIGHWAY_KEEPALIVE_SECONDS")
+    # How long any one database query may take before the request gets a 503.
+    db_timeout_seconds: Seconds = Field(5, validation_alias="HIGHWAY_DB_TIMEOUT_SECONDS")
     max_concurrent_calls: int = Field(200, gt=0, validation_alias="HIGHWAY_MAX_CONCURRENT_CALLS")
 
     @property

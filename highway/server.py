@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import re
 import signal
-from collections.abc import AsyncIterator, Callable
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event as ProcessEvent
 
 import trio
 from hypercorn.config import Config, Sockets
 from hypercorn.trio.run import worker_serve
-from hypercorn.utils import check_multiprocess_shutdown_event, wrap_app
+from hypercorn.utils import LifespanFailureError, check_multiprocess_shutdown_event, wrap_app
 
 from highway.app import create_app
 from highway.config import Settings
@@ -28,6 +31,7 @@ from highway.log import configure_logging
 log = logging.getLogger(__name__)
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_QUOTED = re.compile(r"'(.*)'$", re.DOTALL)
 
 
 def hypercorn_config(host: str, port: int) -> Config:
@@ -55,11 +59,19 @@ def close_sockets(sockets: Sockets) -> None:
         sock.close()
 
 
+class StartupFailed(Exception):
+    """The app could not start serving, e.g. its database is unreachable. One-line message."""
+
+
 def serve(settings: Settings, config: Config, sockets: Sockets, workers: int) -> int:
     """Serve until SIGINT or SIGTERM, then shut down gracefully. Returns an exit code."""
     try:
         if workers == 1:
-            trio.run(_serve_here, settings, config, sockets)
+            try:
+                trio.run(_serve_here, settings, config, sockets)
+            except StartupFailed as failure:
+                log.error("cannot start: %s", failure)
+                return 1
             return 0
         processes, stop = _start_workers(settings, config, sockets, workers)
         return trio.run(_supervise, processes, stop)
@@ -78,7 +90,7 @@ async def _serve_here(
     app = wrap_app(create_app(settings), config.wsgi_max_body_size, "asgi")
     stop = trio.Event()
     watched = _STOP_SIGNALS if shared_stop is None else (signal.SIGTERM,)
-    with trio.open_signal_receiver(*watched) as signals:
+    with _startup_failure_reported(), trio.open_signal_receiver(*watched) as signals:
         async with trio.open_nursery() as nursery:
             # A worker is forced by its parent (SIGKILL), not by a signal it handles.
             force = nursery.cancel_scope.cancel if shared_stop is None else None
@@ -88,6 +100,25 @@ async def _serve_here(
             await worker_serve(app, config, sockets=sockets, shutdown_trigger=stop.wait)
             nursery.cancel_scope.cancel()
     log.info("stopped")
+
+
+@contextmanager
+def _startup_failure_reported() -> Iterator[None]:
+    """Turn Hypercorn's report of a failed start-up hook into StartupFailed."""
+    try:
+        yield
+    except* LifespanFailureError as group:
+        failure = _leaves(group)[0]
+        # Hypercorn quotes the app's message: "Lifespan failure in startup. '<message>'".
+        quoted = _QUOTED.search(str(failure))
+        raise StartupFailed(quoted.group(1) if quoted else str(failure)) from None
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    leaves: list[BaseException] = []
+    for error in group.exceptions:
+        leaves.extend(_leaves(error) if isinstance(error, BaseExceptionGroup) else [error])
+    return leaves
 
 
 async def _wait_for_shared_stop(shared_stop: ProcessEvent, stop: trio.Event) -> None:
@@ -187,4 +218,8 @@ def _worker_main(
 ) -> None:
     """Entry point of a spawned worker process."""
     configure_logging(log_level)
-    trio.run(_serve_here, settings, config, sockets, stop)
+    try:
+        trio.run(_serve_here, settings, config, sockets, stop)
+    except StartupFailed as failure:
+        log.error("cannot start: %s", failure)
+        sys.exit(1)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import itertools
+import os
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 
 import httpx
 import hypercorn.trio
+import psycopg
 import pytest
 import trio
 from quart_trio import QuartTrio
@@ -16,6 +19,13 @@ from quart_trio import QuartTrio
 from highway.app import create_app
 from highway.config import ENV_NAMES, Settings
 from highway.server import hypercorn_config
+from highway.store import Store, open_store
+from highway.testing.postgres import PostgresCluster, find_postgres_bin
+
+NO_POSTGRES = (
+    "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found: install Debian's"
+    " postgresql package or set HIGHWAY_PG_BIN to their directory"
+)
 
 
 @pytest.fixture
@@ -74,3 +84,55 @@ async def http_client() -> AsyncIterator[httpx.AsyncClient]:
     """
     async with httpx.AsyncClient(trust_env=False, timeout=10) as client:
         yield client
+
+
+@pytest.fixture
+async def own_postgres_cluster() -> AsyncIterator[PostgresCluster]:
+    """A running PostgreSQL server for one test alone, which it may stop and start."""
+    if find_postgres_bin() is None:
+        pytest.skip(NO_POSTGRES)
+    cluster = PostgresCluster()
+    try:
+        await trio.to_thread.run_sync(cluster.start)
+        yield cluster
+    finally:
+        await trio.to_thread.run_sync(cluster.destroy)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """One throwaway PostgreSQL server on 127.0.0.1 for the whole test session."""
+    if find_postgres_bin() is None:
+        pytest.skip(NO_POSTGRES)
+    with PostgresCluster() as cluster:
+        yield cluster
+
+
+_schemas = itertools.count()
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: PostgresCluster) -> str:
+    """A URL whose tables live in a schema of their own, so every test starts empty."""
+    schema = f"test_{os.getpid()}_{next(_schemas)}"
+    with psycopg.connect(postgres_cluster.url(), autocommit=True) as connection:
+        connection.execute(f"CREATE SCHEMA {schema}")
+    return f"{postgres_cluster.url()}?options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test using this runs twice: on SQLite, and on a real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'highway.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    opened = await open_store(database_url, timeout=5)
+    try:
+        yield opened
+    finally:
+        await opened.aclose()

@@ -183,6 +183,24 @@ async def test_port_in_use_is_one_line_and_exit_1(tmp_path: Path):
 
 
 @pytest.mark.parametrize(
+    ("database", "reason"),
+    [
+        ("postgresql://highway:pw@127.0.0.1:9/highway", "PostgreSQL: connection failed"),
+        ("sqlite:///no/such/directory/highway.db", "cannot open SQLite database"),
+    ],
+)
+async def test_an_unreachable_database_stops_start_up_in_one_line(
+    tmp_path: Path, database: str, reason: str
+):
+    result = await run_highway(tmp_path, "serve", "--port", "0", HIGHWAY_DATABASE_URL=database)
+    stderr = result.stderr.decode()
+    assert result.returncode == 1, stderr
+    assert "Traceback" not in stderr
+    assert re.search(rf"ERROR \[\d+\] highway.server: cannot start: {reason}", stderr), stderr
+    assert "pw@" not in stderr
+
+
+@pytest.mark.parametrize(
     ("host", "loopback"),
     [
         ("127.0.0.1", True),
@@ -247,9 +265,9 @@ async def test_api_key_lifts_the_loopback_rule(tmp_path: Path):
     assert stderr.count("\n") == 1
 
 
-async def test_serve_several_workers_share_the_port(tmp_path: Path):
-    # PostgreSQL is not used yet, so an unreachable URL is enough to allow several workers.
-    database = "postgresql://highway:pw@127.0.0.1:9/highway"
+async def test_serve_several_workers_share_the_port(tmp_path: Path, postgres_url: str):
+    # A password in the URL (trust auth ignores it) shows that the log redacts it.
+    database = postgres_url.replace("postgres@", "postgres:pw@")
     async with serving(tmp_path, "--workers", "2", HIGHWAY_DATABASE_URL=database) as (
         process,
         output,

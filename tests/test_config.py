@@ -27,6 +27,10 @@ DEFAULTS = {
     "HIGHWAY_KEEPALIVE_SECONDS": ("keepalive_seconds", 10),
     "HIGHWAY_MAX_CONCURRENT_CALLS": ("max_concurrent_calls", 200),
 }
+# Settings Highway adds to interface.md's (documented in the README).
+ADDED = {
+    "HIGHWAY_DB_TIMEOUT_SECONDS": ("db_timeout_seconds", 5),
+}
 
 SECRET_VALUES = {
     "HIGHWAY_API_KEY": "hw-key-4f1d9c",
@@ -36,14 +40,14 @@ SECRET_VALUES = {
 }
 
 
-def test_the_settings_are_exactly_those_of_interface_md():
-    assert set(ENV_NAMES) == set(DEFAULTS)
+def test_the_settings_are_those_of_interface_md_and_the_documented_additions():
+    assert set(ENV_NAMES) == set(DEFAULTS) | set(ADDED)
 
 
 def test_defaults_match_interface_md(clean_env: Path):
     settings = load_settings()
 
-    for name, (attribute, default) in DEFAULTS.items():
+    for name, (attribute, default) in (DEFAULTS | ADDED).items():
         assert getattr(settings, attribute) == default, name
     assert settings.offline
     assert settings.uses_sqlite
@@ -67,8 +71,9 @@ def test_environment_overrides_every_default(clean_env: Path, monkeypatch: pytes
         "HIGHWAY_IDLE_TIMEOUT_SECONDS": "0.5",
         "HIGHWAY_KEEPALIVE_SECONDS": "2",
         "HIGHWAY_MAX_CONCURRENT_CALLS": "7",
+        "HIGHWAY_DB_TIMEOUT_SECONDS": "1.5",
     }
-    assert set(values) == set(DEFAULTS)  # every setting is exercised
+    assert set(values) == set(DEFAULTS) | set(ADDED)  # every setting is exercised
     for name, value in values.items():
         monkeypatch.setenv(name, value)
 

@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import sqlite3
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -38,6 +39,10 @@ class StoreError(Exception):
 
 class DatabaseUnavailable(StoreError):
     """The database could not be reached or did not answer in time. Retrying may help."""
+
+
+class _Abandoned(Exception):
+    """Raised in a worker thread whose caller has given up on it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,12 +131,26 @@ class Database(ABC):
         `timeout`. The thread is abandoned on timeout (threads cannot be cancelled), and the
         server-side limits make sure it finishes soon after.
         """
+        abandoned = threading.Event()
+
+        def unless_abandoned(tx: Transaction) -> T:
+            result = work(tx)
+            if abandoned.is_set():
+                # Trio stopped waiting and the caller was told it failed: roll back, so that
+                # an answer of "unavailable" means nothing was written.
+                raise _Abandoned
+            return result
+
         try:
             with trio.fail_after(self.timeout):
                 return await trio.to_thread.run_sync(
-                    self._run_in_thread, work, limiter=self._limiter, abandon_on_cancel=True
+                    self._run_in_thread,
+                    unless_abandoned,
+                    limiter=self._limiter,
+                    abandon_on_cancel=True,
                 )
         except trio.TooSlowError:
+            abandoned.set()
             self._interrupt()
             raise DatabaseUnavailable(
                 f"no answer from the database within {self.timeout:g} s"
@@ -230,12 +249,13 @@ class PostgresDatabase(Database):
     def __init__(self, url: str, timeout: float, max_connections: int = 10) -> None:
         super().__init__(timeout)
         self._pool_limiter = trio.CapacityLimiter(max_connections)
+        self._connect_timeout = max(1, round(timeout))  # libpq takes whole seconds
         self._pool = psycopg_pool.ConnectionPool(
             url,
             min_size=1,
             max_size=max_connections,
             timeout=timeout,
-            kwargs={"connect_timeout": max(1, round(timeout)), "autocommit": False},
+            kwargs={"connect_timeout": self._connect_timeout, "autocommit": False},
             configure=self._configure,
             open=False,
             name="highway",
@@ -251,8 +271,16 @@ class PostgresDatabase(Database):
         connection.commit()
 
     async def open(self) -> None:
-        """Start the pool. Connections are made in the background; failures show on use."""
+        """Check that the server answers (for a clear error at start-up), then start the pool,
+        which keeps reconnecting in the background whenever the server comes back."""
+        await trio.to_thread.run_sync(self._check_reachable, abandon_on_cancel=True)
         await trio.to_thread.run_sync(lambda: self._pool.open(wait=False))
+
+    def _check_reachable(self) -> None:
+        try:
+            psycopg.connect(self._pool.conninfo, connect_timeout=self._connect_timeout).close()
+        except psycopg.OperationalError as error:
+            raise DatabaseUnavailable(f"PostgreSQL: {_first_line(error)}") from None
 
     @property
     def _limiter(self) -> trio.CapacityLimiter:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,6 +17,7 @@ from highway.store.records import (
     CallEvent,
     EventKind,
     NewVerification,
+    Outcome,
     Verification,
     VerificationStatus,
     utc_now,
@@ -107,6 +109,22 @@ class Store:
         )
         return Verification.from_row(row) if row else None
 
+    async def outcomes(self, verification_ids: Iterable[int | None]) -> dict[int, Outcome]:
+        """The outcome of each of these verifications that has one, in one query."""
+        ids = sorted({i for i in verification_ids if i is not None})
+        if not ids:
+            return {}
+        params = {f"id{n}": value for n, value in enumerate(ids)}
+        placeholders = ", ".join(f":{name}" for name in params)
+        rows = await self.database.run(
+            lambda tx: tx.execute(
+                f"SELECT id, outcome FROM verifications WHERE id IN ({placeholders})"
+                " AND outcome IS NOT NULL",
+                params,
+            )
+        )
+        return {row["id"]: Outcome(row["outcome"]) for row in rows}
+
     # Calls
 
     async def create_call(
@@ -154,6 +172,14 @@ class Store:
     async def get_call(self, call_id: int) -> Call | None:
         row = await self.database.run(
             lambda tx: tx.one(f"SELECT {_CALL_COLUMNS} FROM calls WHERE id = :id", {"id": call_id})
+        )
+        return Call.from_row(row) if row else None
+
+    async def get_call_by_sid(self, call_sid: str) -> Call | None:
+        row = await self.database.run(
+            lambda tx: tx.one(
+                f"SELECT {_CALL_COLUMNS} FROM calls WHERE call_sid = :sid", {"sid": call_sid}
+            )
         )
         return Call.from_row(row) if row else None
 

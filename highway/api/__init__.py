@@ -1,0 +1,2 @@
+"""The HTTP API: thin routes that validate a request, then hand it to the store or call
+control."""

@@ -1,0 +1,39 @@
+"""The API key: every route needs `Authorization: Bearer $HIGHWAY_API_KEY`, except the
+Twilio webhooks (they carry Twilio's signature instead), /health and /metrics.
+
+With no key configured the check is off; `highway serve` then refuses to bind anything but
+loopback, so only this machine can reach the API.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from quart import Quart, request
+
+from highway.api.errors import ApiError
+from highway.config import Settings
+
+OPEN_PATHS = frozenset({"/health", "/metrics"})
+TWILIO_PREFIX = "/twilio/"
+
+
+def needs_api_key(path: str) -> bool:
+    return path not in OPEN_PATHS and not path.startswith(TWILIO_PREFIX)
+
+
+def register_api_key_check(app: Quart, settings: Settings) -> None:
+    if settings.api_key is None:
+        return
+    expected = f"Bearer {settings.api_key.get_secret_value()}".encode()
+
+    @app.before_request
+    async def require_api_key() -> None:
+        if not needs_api_key(request.path):
+            return
+        given = request.headers.get("Authorization", "").encode()
+        # compare_digest: the time taken must not tell how much of the key was right.
+        if not hmac.compare_digest(given, expected):
+            raise ApiError(
+                401, "Missing or invalid API key", headers={"WWW-Authenticate": "Bearer"}
+            )

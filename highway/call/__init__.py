@@ -1,0 +1,1 @@
+"""Call control: placing and answering calls, and (later) the bridge that runs them."""

@@ -1,0 +1,1 @@
+"""Telephony: Highway's side of Twilio (REST calls, webhooks, media streams)."""
