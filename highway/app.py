@@ -12,7 +12,7 @@ from quart_trio import QuartTrio
 from highway import __version__
 from highway.api import calls, twilio_webhooks, verifications
 from highway.api.auth import register_api_key_check
-from highway.api.errors import register_error_handlers
+from highway.api.errors import JsonRequest, register_error_handlers
 from highway.config import Settings
 from highway.services import EXTENSION_KEY, Services
 from highway.store import StoreError
@@ -25,6 +25,8 @@ MAX_REQUEST_BYTES = 1 << 20
 
 
 class HighwayApp(QuartTrio):
+    request_class = JsonRequest
+
     def log_exception(self, exception_info: Any) -> None:
         # A database that cannot be opened is reported in one line by whoever started the
         # server (see highway.server); a traceback would only bury it.

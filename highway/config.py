@@ -139,6 +139,12 @@ class Settings(BaseSettings):
         return self.openai_api_key is None or not self.openai_api_key.get_secret_value()
 
     @property
+    def twilio_configured(self) -> bool:
+        """True when Highway can place calls: account SID, auth token and caller ID are set."""
+        token = self.twilio_auth_token.get_secret_value() if self.twilio_auth_token else ""
+        return bool(self.twilio_account_sid and token and self.twilio_phone_number)
+
+    @property
     def uses_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite:///")
 

@@ -32,9 +32,10 @@ class Services:
         settings = self.settings
         log.info("database: %s", redact_url(settings.database_url))
         self._store = await open_store(settings.database_url, timeout=settings.db_timeout_seconds)
-        if settings.twilio_account_sid is None or settings.twilio_auth_token is None:
+        if not settings.twilio_configured:
             log.warning("Twilio is not configured: outbound calls are disabled")
         else:
+            assert settings.twilio_account_sid and settings.twilio_auth_token
             self.twilio = TwilioCalls(
                 settings.twilio_account_sid,
                 settings.twilio_auth_token.get_secret_value(),

@@ -6,11 +6,9 @@ import itertools
 import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from functools import partial
 from pathlib import Path
 
 import httpx
-import hypercorn.trio
 import psycopg
 import pytest
 import trio
@@ -18,9 +16,18 @@ from quart_trio import QuartTrio
 
 from highway.app import create_app
 from highway.config import ENV_NAMES, Settings
-from highway.server import hypercorn_config
 from highway.store import Store, open_store
 from highway.testing.postgres import PostgresCluster, find_postgres_bin
+from highway.testing.serving import serve_on_loopback
+from highway.testing.twilio_rest import TwilioRestStandIn
+from tests.api_support import (
+    ACCOUNT_SID,
+    API_KEY,
+    AUTH_TOKEN,
+    HIGHWAY_NUMBER,
+    PUBLIC_URL,
+    Highway,
+)
 
 NO_POSTGRES = (
     "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found: install Debian's"
@@ -51,28 +58,10 @@ def app(settings: Settings) -> QuartTrio:
     return create_app(settings)
 
 
-@asynccontextmanager
-async def serve_app(app: QuartTrio) -> AsyncIterator[str]:
-    """Serve `app` with Hypercorn on 127.0.0.1 (a free port) and yield its base URL.
-
-    Leaving the block shuts the server down gracefully.
-    """
-    config = hypercorn_config("127.0.0.1", 0)
-    shutdown = trio.Event()
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(
-            partial(hypercorn.trio.serve, app, config, shutdown_trigger=shutdown.wait)
-        )
-        try:
-            yield binds[0]  # e.g. "http://127.0.0.1:41675", from the bound socket
-        finally:
-            shutdown.set()
-
-
 @pytest.fixture
 async def base_url(app: QuartTrio) -> AsyncIterator[str]:
     """The base URL of the `app` fixture served in-process."""
-    async with serve_app(app) as url:
+    async with serve_on_loopback(app) as url:
         yield url
 
 
@@ -136,3 +125,51 @@ async def store(database_url: str) -> AsyncIterator[Store]:
         yield opened
     finally:
         await opened.aclose()
+
+
+def api_settings(database_url: str, twilio_url: str, **overrides: str) -> Settings:
+    """Settings for a Highway with an API key, Twilio pointed at the stand-in, and the
+    public URL Twilio would use."""
+    values = {
+        "HIGHWAY_DATABASE_URL": database_url,
+        "HIGHWAY_API_KEY": API_KEY,
+        "HIGHWAY_PUBLIC_URL": PUBLIC_URL,
+        "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "TWILIO_PHONE_NUMBER": HIGHWAY_NUMBER,
+        "HIGHWAY_TWILIO_API_URL": twilio_url,
+        "HIGHWAY_DB_TIMEOUT_SECONDS": "2",
+    } | overrides
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def running_highway(settings: Settings, twilio: TwilioRestStandIn) -> AsyncIterator[Highway]:
+    async with (
+        serve_on_loopback(create_app(settings)) as url,
+        httpx.AsyncClient(
+            base_url=url,
+            headers={"Authorization": f"Bearer {API_KEY}"},
+            trust_env=False,
+            timeout=10,
+        ) as client,
+    ):
+        yield Highway(url, client, twilio)
+
+
+@pytest.fixture
+async def twilio() -> AsyncIterator[TwilioRestStandIn]:
+    standin = TwilioRestStandIn(ACCOUNT_SID, AUTH_TOKEN)
+    async with standin.serve():
+        yield standin
+
+
+@pytest.fixture
+async def highway(
+    clean_env: Path, database_url: str, twilio: TwilioRestStandIn
+) -> AsyncIterator[Highway]:
+    """Highway on SQLite and on PostgreSQL, with Twilio's REST API stood in for."""
+    assert twilio.base_url is not None
+    settings = api_settings(database_url, twilio.base_url)
+    async with running_highway(settings, twilio) as running:
+        yield running

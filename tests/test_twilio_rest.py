@@ -22,7 +22,8 @@ from quart_trio import QuartTrio
 from twilio.request_validator import RequestValidator
 
 from highway.telephony.twilio_rest import PlacedCall, TwilioCalls, TwilioError
-from highway.testing.twilio_rest import TwilioRestStandIn, serve_on_loopback
+from highway.testing.serving import serve_on_loopback
+from highway.testing.twilio_rest import TwilioRestStandIn
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "test-auth-token-5f0c2a"

@@ -41,7 +41,7 @@ async def call_customer(data: CallCustomerRequest) -> CallCustomerResponse:
     verification = await state.store.get_verification(data.verification)
     if verification is None:
         raise ApiError(404, f"Verification {data.verification} not found")
-    if state.twilio is None or state.settings.twilio_phone_number is None:
+    if state.twilio is None:
         raise ApiError(
             503,
             "Twilio is not configured: set TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and"

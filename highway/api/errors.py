@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 from quart import Quart
 from quart_schema import RequestSchemaValidationError
+from quart_trio.wrappers.request import TrioRequest
 from werkzeug.exceptions import HTTPException
 
 from highway.api.validation import joi_messages
@@ -31,6 +32,13 @@ class ApiError(Exception):
         self.message = message
         self.headers = headers or {}
         self.extra = extra
+
+
+class JsonRequest(TrioRequest):
+    """Quart's request, with a clear error for a body that is not valid JSON."""
+
+    def on_json_loading_failed(self, error: Exception) -> Any:
+        raise ApiError(400, "Request body must be valid JSON")
 
 
 def register_error_handlers(app: Quart) -> None:

@@ -142,10 +142,11 @@ async def incoming_call(data: IncomingCall) -> Response:
 def register_signature_check(app: Quart, settings: Settings) -> None:
     """Refuse (403, nothing written) any webhook not signed by Twilio, when an auth token is
     configured. Without one, Twilio is not in use and there is nothing to check against."""
-    if settings.twilio_auth_token is None:
+    token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else ""
+    if not token:
         log.warning("TWILIO_AUTH_TOKEN is not set: Twilio webhook signatures are not checked")
         return
-    check = TwilioSignatureCheck(settings.twilio_auth_token.get_secret_value())
+    check = TwilioSignatureCheck(token)
 
     @app.before_request
     async def require_twilio_signature() -> None:

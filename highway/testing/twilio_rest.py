@@ -39,17 +39,15 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from functools import partial
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-import hypercorn.trio
-import trio
-from hypercorn.config import Config
 from quart import Response, request
 from quart_trio import QuartTrio
 from twilio.request_validator import RequestValidator
 from werkzeug.exceptions import HTTPException
+
+from highway.testing.serving import serve_on_loopback
 
 log = logging.getLogger(__name__)
 
@@ -213,6 +211,7 @@ class TwilioRestStandIn:
         self._rejected: dict[str, int] = {}
         self._validator = RequestValidator(auth_token)
         self._client: httpx.AsyncClient | None = None
+        self.base_url: str | None = None  # while serving
         self.app = self._build_app()
 
     # --- controls for tests -------------------------------------------------------------
@@ -245,10 +244,12 @@ class TwilioRestStandIn:
             serve_on_loopback(self.app) as base_url,
         ):
             self._client = client  # callbacks share its connections while serving
+            self.base_url = base_url
             try:
                 yield base_url
             finally:
                 self._client = None
+                self.base_url = None
 
     # --- Twilio's side of the webhooks ----------------------------------------------------
 
@@ -447,32 +448,6 @@ class TwilioRestStandIn:
         if error.code == 404:
             return not_found(request.path)
         return twilio_error(error.code or 500, 20500, error.description or "Internal error")
-
-
-@asynccontextmanager
-async def serve_on_loopback(app: QuartTrio) -> AsyncIterator[str]:
-    """Serve `app` with Hypercorn on a free port of 127.0.0.1; yields its base URL.
-
-    Like `highway.server.hypercorn_config` (stdlib logging, no access log), but without
-    importing the application, which a stand-in does not need. Also serves the small
-    receiver apps tests put behind callback URLs.
-    """
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.errorlog = logging.getLogger("hypercorn.error")
-    config.accesslog = None
-    # Hypercorn waits out graceful_timeout (3 s) for idle keep-alive connections a client
-    # has not closed; these servers answer at once, so half a second is plenty.
-    config.graceful_timeout = 0.5
-    shutdown = trio.Event()
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(
-            partial(hypercorn.trio.serve, app, config, shutdown_trigger=shutdown.wait)
-        )
-        try:
-            yield binds[0]
-        finally:
-            shutdown.set()
 
 
 def twilio_json(
