@@ -57,16 +57,21 @@ async def test_verifications_are_listed_newest_first_and_by_status(highway: High
 
 
 @pytest.mark.parametrize(
-    ("query", "message"),
+    ("path", "query", "message"),
     [
-        ({"status": "done"}, '"status" must be one of ['),
-        ({"limit": "0"}, '"limit" must be greater than or equal to 1'),
-        ({"limit": "many"}, '"limit" must be a number'),
-        ({"offset": "-1"}, '"offset" must be greater than or equal to 0'),
+        ("/verifications", {"status": "done"}, '"status" must be one of ['),
+        ("/verifications", {"limit": "0"}, '"limit" must be greater than or equal to 1'),
+        ("/verifications", {"limit": "many"}, '"limit" must be a number'),
+        ("/verifications", {"offset": "-1"}, '"offset" must be greater than or equal to 0'),
+        ("/calls", {"verification": "abc"}, '"verification" must be a number'),
+        ("/calls", {"status": "done"}, '"status" must be one of ['),
+        ("/calls", {"limit": "1001"}, '"limit" must be less than or equal to 1000'),
     ],
 )
-async def test_bad_list_queries_are_400(highway: Highway, query: dict, message: str) -> None:
-    response = await highway.client.get("/verifications", params=query)
+async def test_bad_list_queries_are_400(
+    highway: Highway, path: str, query: dict, message: str
+) -> None:
+    response = await highway.client.get(path, params=query)
     assert response.status_code == 400
     assert response.json()["error"].startswith(message)
 

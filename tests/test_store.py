@@ -11,6 +11,7 @@ import pytest
 import trio
 
 from highway.store import (
+    Call,
     CallDirection,
     DatabaseUnavailable,
     EventKind,
@@ -38,13 +39,18 @@ ADA = NewVerification(
 SID = "CA" + "a" * 32
 
 
-async def _outbound_call(store: Store, verification_id: int) -> int:
-    call = await store.create_call(
+async def _new_call(store: Store, verification_id: int | None, to: str = ADA.phone) -> Call:
+    return await store.create_call(
         verification_id=verification_id,
         direction=CallDirection.OUTBOUND,
         from_number="+15005550006",
-        to_number=ADA.phone,
+        to_number=to,
     )
+
+
+async def _outbound_call(store: Store, verification_id: int) -> int:
+    """A call Twilio has accepted as SID."""
+    call = await _new_call(store, verification_id)
     await store.record_twilio_sid(call.id, SID, "queued")
     return call.id
 
@@ -81,12 +87,7 @@ async def test_the_newest_pending_verification_is_found_by_phone(store: Store) -
 
 async def test_a_new_call_starts_in_progress_with_a_status_event(store: Store) -> None:
     verification = await store.create_verification(ADA)
-    call = await store.create_call(
-        verification_id=verification.id,
-        direction=CallDirection.OUTBOUND,
-        from_number="+15005550006",
-        to_number=ADA.phone,
-    )
+    call = await _new_call(store, verification.id)
     assert (call.status, call.call_sid, call.direction) == ("in_progress", None, "outbound")
     events = await store.call_events(call.id)
     assert [(e.kind, e.data) for e in events] == [(EventKind.STATUS, {"status": "in_progress"})]
@@ -148,12 +149,7 @@ async def test_an_unknown_call_sid_is_not_ours(store: Store) -> None:
 
 async def test_a_call_without_a_stored_sid_is_found_by_its_id(store: Store) -> None:
     verification = await store.create_verification(ADA)
-    call = await store.create_call(
-        verification_id=verification.id,
-        direction=CallDirection.OUTBOUND,
-        from_number="+15005550006",
-        to_number=ADA.phone,
-    )
+    call = await _new_call(store, verification.id)
     update = await store.apply_twilio_status(call_sid=SID, status="ringing", call_id=call.id)
     assert update is not None and update.call.call_sid == SID and update.call.status == "ringing"
     # Once a call has a SID, its id alone claims nothing for another SID.
@@ -164,12 +160,7 @@ async def test_a_call_without_a_stored_sid_is_found_by_its_id(store: Store) -> N
 
 async def test_a_failed_call_keeps_its_error(store: Store) -> None:
     verification = await store.create_verification(ADA)
-    call = await store.create_call(
-        verification_id=verification.id,
-        direction=CallDirection.OUTBOUND,
-        from_number="+15005550006",
-        to_number="+15005550001",
-    )
+    call = await _new_call(store, verification.id, to="+15005550001")
     failed = await store.fail_call(call.id, error="The 'To' number is invalid", end_reason="x")
     assert (failed.status, failed.error, failed.end_reason) == (
         "failed",
@@ -180,22 +171,16 @@ async def test_a_failed_call_keeps_its_error(store: Store) -> None:
 
 
 async def test_an_inbound_call_is_created_once_per_sid(store: Store) -> None:
-    first = await store.create_call(
-        verification_id=None,
-        direction=CallDirection.INBOUND,
-        from_number=ADA.phone,
-        to_number="+15005550006",
-        status="ringing",
-        call_sid=SID,
-    )
-    again = await store.create_call(
-        verification_id=None,
-        direction=CallDirection.INBOUND,
-        from_number=ADA.phone,
-        to_number="+15005550006",
-        status="ringing",
-        call_sid=SID,
-    )
+    inbound = {
+        "verification_id": None,
+        "direction": CallDirection.INBOUND,
+        "from_number": ADA.phone,
+        "to_number": "+15005550006",
+        "status": "ringing",
+        "call_sid": SID,
+    }
+    first = await store.create_call(**inbound)
+    again = await store.create_call(**inbound)
     assert again == first
     assert len(await store.list_calls()) == 1
 
@@ -204,12 +189,7 @@ async def test_calls_are_listed_by_verification_and_status(store: Store) -> None
     ada = await store.create_verification(ADA)
     other = await store.create_verification(ADA)
     call_id = await _outbound_call(store, ada.id)
-    await store.create_call(
-        verification_id=other.id,
-        direction=CallDirection.OUTBOUND,
-        from_number=None,
-        to_number=None,
-    )
+    await _new_call(store, other.id)
     assert [c.id for c in await store.list_calls(verification_id=ada.id)] == [call_id]
     assert [c.id for c in await store.list_calls(status="queued")] == [call_id]
     assert len(await store.list_calls()) == 2

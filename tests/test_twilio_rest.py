@@ -54,14 +54,22 @@ async def calls(twilio_url: str) -> AsyncIterator[TwilioCalls]:
         yield client
 
 
-async def place(calls: TwilioCalls, *, to: str = CALLEE, twiml: str = TWIML) -> PlacedCall:
+async def place(
+    calls: TwilioCalls,
+    *,
+    to: str = CALLEE,
+    twiml: str = TWIML,
+    recording_status_callback: str | None = None,
+    time_limit: int | None = None,
+) -> PlacedCall:
     with trio.fail_after(DEADLINE):
         return await calls.place_call(
             to=to,
             from_=CALLER,
             twiml=twiml,
             status_callback=STATUS_URL,
-            recording_status_callback=None,
+            recording_status_callback=recording_status_callback,
+            time_limit=time_limit,
         )
 
 
@@ -77,15 +85,7 @@ async def place_failing(calls: TwilioCalls, *, to: str = CALLEE, twiml: str = TW
 async def test_place_call_sends_twilios_form_and_returns_the_queued_call(
     calls: TwilioCalls, standin: TwilioRestStandIn
 ):
-    with trio.fail_after(DEADLINE):
-        placed = await calls.place_call(
-            to=CALLEE,
-            from_=CALLER,
-            twiml=TWIML,
-            status_callback=STATUS_URL,
-            recording_status_callback=RECORDING_URL,
-            time_limit=900,
-        )
+    placed = await place(calls, recording_status_callback=RECORDING_URL, time_limit=900)
 
     assert re.fullmatch(r"CA[0-9a-f]{32}", placed.sid)
     assert placed.status == "queued"
@@ -479,14 +479,7 @@ async def test_status_callbacks_are_signed_for_the_public_url(
 async def test_recording_callback_goes_to_the_recording_url(
     calls: TwilioCalls, standin: TwilioRestStandIn
 ):
-    with trio.fail_after(DEADLINE):
-        placed = await calls.place_call(
-            to=CALLEE,
-            from_=CALLER,
-            twiml=TWIML,
-            status_callback=STATUS_URL,
-            recording_status_callback=RECORDING_URL,
-        )
+    placed = await place(calls, recording_status_callback=RECORDING_URL)
     standin.set_status(placed.sid, "completed", duration=30)
 
     async with receiver() as (local_url, received):

@@ -3,6 +3,7 @@ generate the OpenAPI document; JSON names are camelCase, as in the seed's API.""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -21,9 +22,15 @@ _VOICE = r"^[a-z0-9_-]{1,32}$"
 
 
 class ApiModel(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", str_strip_whitespace=True
-    )
+    """A JSON body with camelCase names."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class RequestModel(ApiModel):
+    """A request body or query: unknown names are refused (as Joi does), text is trimmed."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
 class ErrorResponse(ApiModel):
@@ -34,7 +41,7 @@ class ErrorResponse(ApiModel):
 # Verifications
 
 
-class FieldToConfirmIn(ApiModel):
+class FieldToConfirmIn(RequestModel):
     name: str = Field(min_length=1, max_length=64, examples=["date_of_birth"])
     expected: str = Field(min_length=1, max_length=500, examples=["1990-04-01"])
 
@@ -48,7 +55,7 @@ def _distinct_names(fields: list[FieldToConfirmIn]) -> list[FieldToConfirmIn]:
     return fields
 
 
-class NewVerificationRequest(ApiModel):
+class NewVerificationRequest(RequestModel):
     customer_name: str = Field(min_length=1, max_length=200, examples=["Ada Lovelace"])
     phone: PhoneNumber = Field(examples=["+14155550123"])
     purpose: str = Field(min_length=1, max_length=2000, examples=["Confirm a new account"])
@@ -87,27 +94,14 @@ class VerificationResponse(ApiModel):
 
     @classmethod
     def of(cls, verification: Verification) -> VerificationResponse:
-        return cls(
-            id=verification.id,
-            customer_name=verification.customer_name,
-            phone=verification.phone,
-            purpose=verification.purpose,
-            fields=[FieldToConfirmOut(**f.as_json()) for f in verification.fields],
-            language=verification.language,
-            instructions=verification.instructions,
-            voice=verification.voice,
-            status=verification.status,
-            outcome=verification.outcome,
-            created_at=verification.created_at,
-            updated_at=verification.updated_at,
-        )
+        return cls.model_validate(asdict(verification))
 
 
 class VerificationList(ApiModel):
     verifications: list[VerificationResponse]
 
 
-class Page(ApiModel):
+class Page(RequestModel):
     limit: Number = Field(100, ge=1, le=1000)
     offset: Number = Field(0, ge=0)
 
@@ -119,7 +113,7 @@ class VerificationQuery(Page):
 # Calls
 
 
-class CallCustomerRequest(ApiModel):
+class CallCustomerRequest(RequestModel):
     to: PhoneNumber = Field(examples=["+12025551234"])
     verification: Number = Field(examples=[98765])
 
@@ -139,10 +133,6 @@ class CallEventResponse(ApiModel):
     at: datetime
     kind: EventKind
     data: dict[str, Any]
-
-    @classmethod
-    def of(cls, event: CallEvent) -> CallEventResponse:
-        return cls(id=event.id, at=event.at, kind=event.kind, data=event.data)
 
 
 class CallResponse(ApiModel):
@@ -171,26 +161,8 @@ class CallResponse(ApiModel):
     def of(
         cls, call: Call, outcome: Outcome | None, events: list[CallEvent] | None = None
     ) -> CallResponse:
-        return cls(
-            id=call.id,
-            verification_id=call.verification_id,
-            call_sid=call.call_sid,
-            stream_sid=call.stream_sid,
-            direction=call.direction.value,
-            from_number=call.from_number,
-            to_number=call.to_number,
-            status=call.status,
-            created_at=call.created_at,
-            answered_at=call.answered_at,
-            ended_at=call.ended_at,
-            duration_seconds=call.duration_seconds,
-            end_reason=call.end_reason,
-            error=call.error,
-            recording_url=call.recording_url,
-            answered_by=call.answered_by,
-            outcome=outcome,
-            events=None if events is None else [CallEventResponse.of(e) for e in events],
-        )
+        listed = None if events is None else [asdict(event) for event in events]
+        return cls.model_validate(asdict(call) | {"outcome": outcome, "events": listed})
 
 
 class CallList(ApiModel):

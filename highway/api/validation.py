@@ -7,7 +7,6 @@ way: the JSON name of the field in double quotes, then what is wrong with it.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -98,6 +97,3 @@ def not_bool(value: Any) -> Any:
 def empty_as_none(value: Any) -> Any:
     """`?status=` in a query string means no filter, not an invalid status."""
     return None if value == "" else value
-
-
-Validator = Callable[[Any], Any]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
+
+R = TypeVar("R")
 
 
 class VerificationStatus(StrEnum):
@@ -106,19 +109,12 @@ class Verification:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Verification:
-        return cls(
-            id=row["id"],
-            customer_name=row["customer_name"],
-            phone=row["phone"],
-            purpose=row["purpose"],
+        return _from_row(
+            cls,
+            row,
             fields=tuple(FieldToConfirm.from_json(f) for f in as_json(row["fields"])),
-            language=row["language"],
-            instructions=row["instructions"],
-            voice=row["voice"],
             status=VerificationStatus(row["status"]),
             outcome=Outcome(row["outcome"]) if row["outcome"] else None,
-            created_at=as_datetime(row["created_at"]),  # type: ignore[arg-type]
-            updated_at=as_datetime(row["updated_at"]),  # type: ignore[arg-type]
         )
 
 
@@ -143,24 +139,7 @@ class Call:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Call:
-        return cls(
-            id=row["id"],
-            verification_id=row["verification_id"],
-            call_sid=row["call_sid"],
-            stream_sid=row["stream_sid"],
-            direction=CallDirection(row["direction"]),
-            from_number=row["from_number"],
-            to_number=row["to_number"],
-            status=row["status"],
-            created_at=as_datetime(row["created_at"]),  # type: ignore[arg-type]
-            answered_at=as_datetime(row["answered_at"]),
-            ended_at=as_datetime(row["ended_at"]),
-            duration_seconds=row["duration_seconds"],
-            end_reason=row["end_reason"],
-            error=row["error"],
-            recording_url=row["recording_url"],
-            answered_by=row["answered_by"],
-        )
+        return _from_row(cls, row, direction=CallDirection(row["direction"]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,10 +154,19 @@ class CallEvent:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> CallEvent:
-        return cls(
-            id=row["id"],
-            call_id=row["call_id"],
-            at=as_datetime(row["at"]),  # type: ignore[arg-type]
-            kind=EventKind(row["kind"]),
-            data=as_json(row["data"]),
-        )
+        return _from_row(cls, row, kind=EventKind(row["kind"]), data=as_json(row["data"]))
+
+
+def _from_row(cls: type[R], row: dict[str, Any], **converted: Any) -> R:
+    """A record from a database row: its own columns only (a newer schema may have more),
+    timestamps as UTC datetimes, and the `converted` values as given."""
+    values = {}
+    for field_ in dataclasses.fields(cls):  # type: ignore[arg-type]
+        name = field_.name
+        if name in converted:
+            values[name] = converted[name]
+        elif name == "at" or name.endswith("_at"):
+            values[name] = as_datetime(row[name])
+        else:
+            values[name] = row[name]
+    return cls(**values)
