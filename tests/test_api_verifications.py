@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
+import trio
 
-from tests.api_support import CUSTOMER, VERIFICATION, Highway
+from tests.api_support import API_KEY, CUSTOMER, VERIFICATION, Highway
 
 
 async def test_a_verification_is_created_and_read_back(highway: Highway) -> None:
@@ -126,8 +127,19 @@ async def test_a_body_that_is_not_json_is_400(
     assert response.json()["error"].startswith("Request body must be")
 
 
-async def test_an_oversized_body_is_413(highway: Highway) -> None:
-    huge = VERIFICATION | {"instructions": "x" * (2 << 20)}
-    response = await highway.client.post("/verifications", json=huge)
-    assert response.status_code == 413
-    assert "error" in response.json()
+async def test_an_oversized_body_is_413_before_it_is_read(highway: Highway) -> None:
+    """Refused on its declared length alone: the server does not wait for 2 MiB to arrive."""
+    port = int(highway.url.rsplit(":", 1)[1])
+    head = (
+        "POST /verifications HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {2 << 20}\r\nConnection: close\r\n\r\n{{"
+    )
+    with trio.fail_after(10):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(head.encode())
+            answer = b""
+            while b"\r\n\r\n" not in answer and (chunk := await stream.receive_some()):
+                answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413")
