@@ -60,7 +60,11 @@ async def test_verifications_are_listed_newest_first_and_by_status(highway: High
 @pytest.mark.parametrize(
     ("path", "query", "message"),
     [
-        ("/verifications", {"status": "done"}, '"status" must be one of ['),
+        (
+            "/verifications",
+            {"status": "done"},
+            '"status" must be one of [pending, in_progress, completed]',
+        ),
         ("/verifications", {"limit": "0"}, '"limit" must be greater than or equal to 1'),
         ("/verifications", {"limit": "many"}, '"limit" must be a number'),
         ("/verifications", {"offset": "-1"}, '"offset" must be greater than or equal to 0'),

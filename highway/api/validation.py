@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 E164 = re.compile(r"\+[1-9]\d{1,14}")
+_QUOTED = re.compile(r"'([^']*)'")
 
 # pydantic error type -> Joi's wording for it ("ctx" values fill the braces).
 _MESSAGES: dict[str, str] = {
@@ -59,7 +60,11 @@ def _message(detail: ErrorDetails) -> str:
         text = "is not allowed to be empty"
     else:
         template = _MESSAGES.get(detail["type"])
-        text = template.format(**(detail.get("ctx") or {})) if template else "is invalid"
+        ctx = dict(detail.get("ctx") or {})
+        if "expected" in ctx:
+            # pydantic says "'a', 'b' or 'c'"; Joi lists the choices as [a, b, c].
+            ctx["expected"] = _QUOTED.sub(r"\1", str(ctx["expected"])).replace(" or ", ", ")
+        text = template.format(**ctx) if template else "is invalid"
     if not path:
         return "Request body " + text.replace("must be of type object", "must be a JSON object")
     return f'"{path}" {text}'
