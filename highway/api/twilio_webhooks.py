@@ -132,7 +132,7 @@ async def incoming_call(data: IncomingCall) -> Response:
     """Answer a call to Highway's number with TwiML that streams it to the bridge, for the
     caller's pending verification if there is one, else for the default agent."""
     state = services()
-    call, _ = await answer_inbound_call(
+    call = await answer_inbound_call(
         state.store, data.call_sid, data.from_, data.to, data.call_status
     )
     body = stream_twiml(state.settings, call.verification_id, call.id)

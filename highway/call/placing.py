@@ -83,7 +83,7 @@ async def place_outbound_call(
 
 async def answer_inbound_call(
     store: Store, call_sid: str, from_number: str, to_number: str, status: str
-) -> tuple[Call, Verification | None]:
+) -> Call:
     """Record an inbound call, tied to the caller's pending verification if there is one."""
     verification = await store.pending_verification_for(from_number)
     call = await store.create_call(
@@ -100,4 +100,4 @@ async def answer_inbound_call(
         mask_phone(from_number),
         f"verification {verification.id}" if verification else "default agent",
     )
-    return call, verification
+    return call

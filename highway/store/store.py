@@ -10,7 +10,7 @@ from typing import Any
 
 from highway.store import call_status
 from highway.store.database import Database, JsonValue, Transaction, connect
-from highway.store.migrations import migrate
+from highway.store.migrations import LATEST, migrate
 from highway.store.records import (
     Call,
     CallDirection,
@@ -218,10 +218,7 @@ class Store:
         """Twilio accepted the call: remember its SID and the status it answered with."""
 
         def work(tx: Transaction) -> dict[str, Any] | None:
-            tx.execute(
-                "UPDATE calls SET call_sid = :sid WHERE id = :id AND call_sid IS NULL",
-                {"sid": call_sid, "id": call_id},
-            )
+            _update_call(tx, call_id, fill={"call_sid": call_sid})
             return _apply_status(tx, call_id, status, utc_now(), {})
 
         return Call.from_row(_required(await self.database.run(work)))
@@ -230,11 +227,7 @@ class Store:
         """The call could not be placed: mark it failed with the reason, keeping the record."""
 
         def work(tx: Transaction) -> dict[str, Any] | None:
-            tx.execute(
-                "UPDATE calls SET error = :error, end_reason = COALESCE(end_reason, :reason)"
-                " WHERE id = :id",
-                {"error": error, "reason": end_reason, "id": call_id},
-            )
+            _update_call(tx, call_id, set_={"error": error}, fill={"end_reason": end_reason})
             return _apply_status(tx, call_id, "failed", utc_now(), {"error": error})
 
         return Call.from_row(_required(await self.database.run(work)))
@@ -265,16 +258,8 @@ class Store:
             row = _required(_apply_status(tx, row["id"], status, at, {"source": "twilio"}, row))
             changed = row["status"] != before
             # Facts that only come with a callback are kept even if the status is stale.
-            row = (
-                _update_call(
-                    tx,
-                    row["id"],
-                    {"duration_seconds": duration_seconds, "answered_by": answered_by},
-                    only_if_unset=False,
-                )
-                or row
-            )
-            return row, changed
+            facts = {"duration_seconds": duration_seconds, "answered_by": answered_by}
+            return _required(_update_call(tx, row["id"], set_=facts)), changed
 
         result = await self.database.run(work)
         if result is None:
@@ -291,9 +276,7 @@ class Store:
             row = _find_call_for_update(tx, call_sid, call_id)
             if row is None:
                 return None
-            return _update_call(
-                tx, row["id"], {"recording_url": recording_url}, only_if_unset=False
-            )
+            return _update_call(tx, row["id"], set_={"recording_url": recording_url})
 
         row = await self.database.run(work)
         return Call.from_row(row) if row else None
@@ -304,10 +287,7 @@ async def open_store(url: str, *, timeout: float = 5.0, migrate_to: int | None =
     database = connect(url, timeout)
     await database.open()
     try:
-        if migrate_to is None:
-            await migrate(database)
-        else:
-            await migrate(database, migrate_to)
+        await migrate(database, LATEST if migrate_to is None else migrate_to)
     except BaseException:
         await database.aclose()
         raise
@@ -358,24 +338,31 @@ def _find_call_for_update(
             {"id": call_id},
         )
         if row is not None:
-            row = _update_call(tx, call_id, {"call_sid": call_sid}, only_if_unset=True)
+            row = _update_call(tx, call_id, fill={"call_sid": call_sid})
     return row
 
 
 def _update_call(
-    tx: Transaction, call_id: int, values: dict[str, Any], *, only_if_unset: bool
+    tx: Transaction,
+    call_id: int,
+    *,
+    set_: dict[str, Any] | None = None,
+    fill: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
-    """Set the given non-None columns (only where still NULL if `only_if_unset`)."""
-    given = {name: value for name, value in values.items() if value is not None}
-    if not given:
+    """In one statement, overwrite the `set_` columns and fill the `fill` columns that are
+    still NULL (first value wins), skipping None values. Returns the call's row."""
+    sets = [f"{name} = :{name}" for name, value in (set_ or {}).items() if value is not None]
+    sets += [
+        f"{name} = COALESCE({name}, :{name})"
+        for name, value in (fill or {}).items()
+        if value is not None
+    ]
+    if not sets:
         return tx.one(f"SELECT {_CALL_COLUMNS} FROM calls WHERE id = :id", {"id": call_id})
-    if only_if_unset:
-        sets = ", ".join(f"{name} = COALESCE({name}, :{name})" for name in given)
-    else:
-        sets = ", ".join(f"{name} = :{name}" for name in given)
+    values = {k: v for k, v in {**(set_ or {}), **(fill or {})}.items() if v is not None}
     return tx.one(
-        f"UPDATE calls SET {sets} WHERE id = :id RETURNING {_CALL_COLUMNS}",
-        {**given, "id": call_id},
+        f"UPDATE calls SET {', '.join(sets)} WHERE id = :id RETURNING {_CALL_COLUMNS}",
+        {**values, "id": call_id},
     )
 
 
@@ -395,14 +382,13 @@ def _apply_status(
     )
     if row is None or not call_status.advances(row["status"], status):
         return row
-    timestamps: dict[str, Any] = {}
+    first_times: dict[str, Any] = {}
     if status == call_status.ANSWERED:
-        timestamps["answered_at"] = at
+        first_times["answered_at"] = at
     if call_status.is_terminal(status):
-        timestamps["ended_at"] = at
-        timestamps["end_reason"] = status
-    _update_call(tx, call_id, timestamps, only_if_unset=True)
-    row = _update_call(tx, call_id, {"status": status}, only_if_unset=False)
+        first_times["ended_at"] = at
+        first_times["end_reason"] = status
+    row = _update_call(tx, call_id, set_={"status": status}, fill=first_times)
     _add_event(tx, call_id, EventKind.STATUS, {"status": status, **event_data}, at)
     if row and row["verification_id"] is not None:
         _follow_call(tx, row["verification_id"], status, at)
