@@ -13,6 +13,7 @@ from highway import __version__
 from highway.api import calls, twilio_webhooks, verifications
 from highway.api.auth import register_api_key_check
 from highway.api.errors import JsonRequest, register_error_handlers
+from highway.api.media_streams import MediaStreamRoute
 from highway.config import Settings
 from highway.services import EXTENSION_KEY, Services
 from highway.store import StoreError
@@ -63,7 +64,12 @@ def create_app(settings: Settings) -> QuartTrio:
         # The pid tells which worker process answered when several share the port.
         return {"status": "ok", "worker": os.getpid()}
 
-    app.before_serving(shared.open)
+    app.asgi_app = MediaStreamRoute(app.asgi_app, settings, shared)  # type: ignore[method-assign]
+
+    async def open_services() -> None:
+        await shared.open(app.nursery)
+
+    app.before_serving(open_services)
     app.after_serving(shared.aclose)
     return app
 

@@ -119,7 +119,7 @@ def _serve(args: argparse.Namespace) -> int:
     # Imported here so that settings errors are reported without loading the server stack.
     from highway import server
 
-    config = server.hypercorn_config(args.host, args.port)
+    config = server.hypercorn_config(args.host, args.port, settings.shutdown_grace_seconds)
     try:
         sockets = server.bind_sockets(config)
     except OSError as error:

@@ -132,6 +132,17 @@ class Settings(BaseSettings):
     # How long any one database query may take before the request gets a 503.
     db_timeout_seconds: Seconds = Field(5, validation_alias="HIGHWAY_DB_TIMEOUT_SECONDS")
     max_concurrent_calls: int = Field(200, gt=0, validation_alias="HIGHWAY_MAX_CONCURRENT_CALLS")
+    # How long live calls may go on after SIGTERM before they are closed with 1001.
+    shutdown_grace_seconds: Seconds = Field(30, validation_alias="HIGHWAY_SHUTDOWN_GRACE_SECONDS")
+    # OpenAI ends a Realtime session at 60 minutes; the bridge moves to a new one before.
+    openai_session_seconds: Seconds = Field(
+        55 * 60, validation_alias="HIGHWAY_OPENAI_SESSION_SECONDS"
+    )
+    # Server VAD: how loud counts as speech (0-1), audio kept from before it, and how much
+    # silence ends a turn.
+    vad_threshold: float = Field(0.5, ge=0, le=1, validation_alias="HIGHWAY_VAD_THRESHOLD")
+    vad_prefix_padding_ms: int = Field(300, ge=0, validation_alias="HIGHWAY_VAD_PREFIX_PADDING_MS")
+    vad_silence_ms: int = Field(500, gt=0, validation_alias="HIGHWAY_VAD_SILENCE_MS")
 
     @property
     def offline(self) -> bool:

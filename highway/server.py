@@ -34,9 +34,14 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _QUOTED = re.compile(r"'(.*)'$", re.DOTALL)
 
 
-def hypercorn_config(host: str, port: int) -> Config:
-    """Hypercorn settings for serving on host:port, logging through the stdlib root logger."""
+def hypercorn_config(host: str, port: int, shutdown_grace_seconds: float = 30) -> Config:
+    """Hypercorn settings for serving on host:port, logging through the stdlib root logger.
+
+    On shutdown Hypercorn stops accepting at once, lets live connections (calls) go on for
+    `shutdown_grace_seconds`, then cancels them; a call then closes with 1001.
+    """
     config = Config()
+    config.graceful_timeout = shutdown_grace_seconds
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     # Passing Logger objects (not "-") stops Hypercorn adding its own handler and format.
     config.errorlog = logging.getLogger("hypercorn.error")

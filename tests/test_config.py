@@ -30,6 +30,11 @@ DEFAULTS = {
 # Settings Highway adds to interface.md's (documented in the README).
 ADDED = {
     "HIGHWAY_DB_TIMEOUT_SECONDS": ("db_timeout_seconds", 5),
+    "HIGHWAY_SHUTDOWN_GRACE_SECONDS": ("shutdown_grace_seconds", 30),
+    "HIGHWAY_OPENAI_SESSION_SECONDS": ("openai_session_seconds", 3300),
+    "HIGHWAY_VAD_THRESHOLD": ("vad_threshold", 0.5),
+    "HIGHWAY_VAD_PREFIX_PADDING_MS": ("vad_prefix_padding_ms", 300),
+    "HIGHWAY_VAD_SILENCE_MS": ("vad_silence_ms", 500),
 }
 
 SECRET_VALUES = {
@@ -72,6 +77,11 @@ def test_environment_overrides_every_default(clean_env: Path, monkeypatch: pytes
         "HIGHWAY_KEEPALIVE_SECONDS": "2",
         "HIGHWAY_MAX_CONCURRENT_CALLS": "7",
         "HIGHWAY_DB_TIMEOUT_SECONDS": "1.5",
+        "HIGHWAY_SHUTDOWN_GRACE_SECONDS": "4",
+        "HIGHWAY_OPENAI_SESSION_SECONDS": "60",
+        "HIGHWAY_VAD_THRESHOLD": "0.7",
+        "HIGHWAY_VAD_PREFIX_PADDING_MS": "200",
+        "HIGHWAY_VAD_SILENCE_MS": "650",
     }
     assert set(values) == set(DEFAULTS) | set(ADDED)  # every setting is exercised
     for name, value in values.items():
@@ -97,6 +107,12 @@ def test_environment_overrides_every_default(clean_env: Path, monkeypatch: pytes
     assert settings.idle_timeout_seconds == 0.5
     assert settings.keepalive_seconds == 2
     assert settings.max_concurrent_calls == 7
+    assert settings.db_timeout_seconds == 1.5
+    assert settings.shutdown_grace_seconds == 4
+    assert settings.openai_session_seconds == 60
+    assert settings.vad_threshold == 0.7
+    assert settings.vad_prefix_padding_ms == 200
+    assert settings.vad_silence_ms == 650
     assert not settings.offline
     assert not settings.uses_sqlite
 

@@ -12,7 +12,7 @@ from highway.store.records import (
     Verification,
     VerificationStatus,
 )
-from highway.store.store import StatusUpdate, Store, open_store
+from highway.store.store import StatusUpdate, Store, UnknownField, open_store
 
 __all__ = [
     "Call",
@@ -26,6 +26,7 @@ __all__ = [
     "StatusUpdate",
     "Store",
     "StoreError",
+    "UnknownField",
     "Verification",
     "VerificationStatus",
     "open_store",

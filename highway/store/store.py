@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -16,10 +16,13 @@ from highway.store.records import (
     CallDirection,
     CallEvent,
     EventKind,
+    FieldToConfirm,
     NewVerification,
     Outcome,
     Verification,
     VerificationStatus,
+    as_datetime,
+    as_json,
     utc_now,
 )
 
@@ -280,6 +283,103 @@ class Store:
 
         row = await self.database.run(work)
         return Call.from_row(row) if row else None
+
+    # The bridge: a live call's stream, its end, and the verification's results.
+
+    async def record_stream_start(self, call_id: int, stream_sid: str) -> Call:
+        """Twilio's media stream started: the call is answered."""
+
+        def work(tx: Transaction) -> dict[str, Any] | None:
+            _update_call(tx, call_id, fill={"stream_sid": stream_sid})
+            return _apply_status(tx, call_id, call_status.ANSWERED, utc_now(), {"source": "stream"})
+
+        return Call.from_row(_required(await self.database.run(work)))
+
+    async def end_call(
+        self, call_id: int, *, status: str, end_reason: str, error: str | None = None
+    ) -> Call:
+        """The bridge is done with the call: its end, duration and reason.
+
+        `status` is "completed" or "failed". If a Twilio callback ended the call first, its
+        status and times stay, but the bridge's reason replaces the bare status it left as
+        the reason, since it says more (for example "caller_hung_up" for "completed").
+        """
+        at = utc_now()
+
+        def work(tx: Transaction) -> dict[str, Any] | None:
+            row = tx.one(
+                f"SELECT {_CALL_COLUMNS} FROM calls WHERE id = :id{tx.dialect.for_update}",
+                {"id": call_id},
+            )
+            if row is None:
+                return None
+            answered = as_datetime(row["answered_at"])
+            duration = round((at - answered).total_seconds()) if answered else None
+            reason = end_reason if row["end_reason"] in (None, row["status"]) else None
+            _update_call(
+                tx,
+                call_id,
+                set_={"end_reason": reason},
+                fill={"error": error, "duration_seconds": duration},
+            )
+            data = {"source": "bridge", "reason": end_reason}
+            return _apply_status(tx, call_id, status, at, data)
+
+        return Call.from_row(_required(await self.database.run(work)))
+
+    async def confirm_field(
+        self, verification_id: int, name: str, *, heard: str, confirmed: bool
+    ) -> Verification:
+        """Record what the customer said for field `name`, and whether it matched.
+
+        Raises UnknownField if the verification has no such field.
+        """
+
+        def work(tx: Transaction) -> dict[str, Any] | None:
+            row = tx.one(
+                f"SELECT fields FROM verifications WHERE id = :id{tx.dialect.for_update}",
+                {"id": verification_id},
+            )
+            if row is None:
+                return None
+            fields = [FieldToConfirm.from_json(f) for f in as_json(row["fields"])]
+            if not any(f.name == name for f in fields):
+                raise UnknownField(name)
+            status = "confirmed" if confirmed else "mismatch"
+            updated = [
+                replace(f, status=status, heard=heard) if f.name == name else f for f in fields
+            ]
+            return tx.one(
+                "UPDATE verifications SET fields = :fields, updated_at = :at WHERE id = :id"
+                " RETURNING *",
+                {
+                    "fields": JsonValue([f.as_json() for f in updated]),
+                    "at": utc_now(),
+                    "id": verification_id,
+                },
+            )
+
+        return Verification.from_row(_required(await self.database.run(work)))
+
+    async def finish_verification(self, verification_id: int, outcome: Outcome) -> Verification:
+        """The conversation reached a verdict: the verification is completed with `outcome`."""
+        row = await self.database.run(
+            lambda tx: tx.one(
+                "UPDATE verifications SET status = :status, outcome = :outcome, updated_at = :at"
+                " WHERE id = :id RETURNING *",
+                {
+                    "status": VerificationStatus.COMPLETED.value,
+                    "outcome": outcome.value,
+                    "at": utc_now(),
+                    "id": verification_id,
+                },
+            )
+        )
+        return Verification.from_row(_required(row))
+
+
+class UnknownField(KeyError):
+    """A tool named a field the verification does not have."""
 
 
 async def open_store(url: str, *, timeout: float = 5.0, migrate_to: int | None = None) -> Store:

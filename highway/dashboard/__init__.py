@@ -1,0 +1,1 @@
+"""The live dashboard's side of Highway: the event hub (the page itself comes later)."""

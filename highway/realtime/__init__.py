@@ -1,0 +1,1 @@
+"""Sans-IO speech-to-speech model protocols: building and reading their events."""
