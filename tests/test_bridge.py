@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from highway.testing.realtime_standin import Reply
+from highway.testing.realtime_standin import Reply, ToolCall
 from highway.testing.twilio_rest import TwilioRestStandIn
 from tests.bridge_support import Bridge, running_bridge
 
@@ -87,3 +87,198 @@ async def test_greeting_and_turn_taking(
     ]
     statuses = [e["data"]["status"] for e in record["events"] if e["kind"] == "status"]
     assert statuses.count("completed") == 1  # finalised exactly once
+
+
+@pytest.mark.parametrize("audio_mode", ["pcmu", "pcm24k"])
+@pytest.mark.parametrize("position_ms", [250, 1130, 2420])
+async def test_barge_in_truncates_at_what_the_caller_heard(
+    clean_env: Path, tmp_path: Path, twilio: TwilioRestStandIn, audio_mode: str, position_ms: int
+) -> None:
+    long_greeting = Reply(text="A long greeting that the caller talks over.", audio_ms=3000)
+    async with running_bridge(
+        f"sqlite:///{tmp_path / 'highway.db'}",
+        twilio,
+        replies=[long_greeting],
+        HIGHWAY_AUDIO_MODE=audio_mode,
+    ) as bridge:
+        call = await bridge.place_call()
+        async with bridge.dial(call) as caller:
+            model = await bridge.model_session()
+            with trio.fail_after(5):
+                await caller.wait_played(position_ms)
+                caller.say_speech(400)
+                clear = await caller.wait_for_clear()
+                truncate = await model.wait_for_event("conversation.item.truncate")
+            heard_at_clear = clear.played_ms
+            await caller.hang_up()
+        record = await bridge.ended_call(call.call_id)
+
+    # The caller heard the greeting from its start, so heard == position in the item.
+    assert truncate["audio_end_ms"] == pytest.approx(heard_at_clear, abs=20)
+    assert model.truncations == [truncate]  # accepted: not beyond the audio generated
+    assert len(caller.clears) == 1
+    interruptions = [e["data"] for e in record["events"] if e["kind"] == "interruption"]
+    assert interruptions == [{"itemId": truncate["item_id"], "heardMs": truncate["audio_end_ms"]}]
+
+
+async def test_no_clear_or_truncate_when_the_caller_speaks_over_silence(bridge: Bridge) -> None:
+    call = await bridge.place_call()
+    async with bridge.dial(call) as caller:
+        model = await bridge.model_session()
+        with trio.fail_after(5):
+            await caller.wait_played(600)  # the greeting's last mark is echoed now too
+            caller.say_speech(400)
+            await caller.wait_received(1000)  # the answer to that turn
+        await caller.hang_up()
+    assert model.responses_started == 2
+    assert caller.clears == []
+    assert all(e["type"] != "conversation.item.truncate" for e in model.client_events)
+
+
+VERIFY_AND_HANG_UP = [
+    Reply(text="Hello Ada. What is your date of birth?", audio_ms=300),
+    Reply(
+        text="",
+        audio_ms=0,
+        tool_call=ToolCall("confirm_field", {"field": "date_of_birth", "value": "1815-12-10"}),
+    ),
+    Reply(
+        text="",
+        audio_ms=0,
+        tool_call=ToolCall("confirm_field", {"field": "postcode", "value": "w1j 7nt"}),
+    ),
+    Reply(text="", audio_ms=0, tool_call=ToolCall("finish_verification", {"outcome": "verified"})),
+    Reply(
+        text="Thank you, you are verified. Goodbye.",
+        audio_ms=500,
+        tool_call=ToolCall("end_call", {"reason": "verified"}),
+    ),
+]
+
+
+async def test_tools_record_the_verification_and_end_call_hangs_up_after_the_goodbye(
+    clean_env: Path, database_url: str, twilio: TwilioRestStandIn
+) -> None:
+    async with running_bridge(database_url, twilio, replies=VERIFY_AND_HANG_UP) as bridge:
+        call = await bridge.place_call()
+        async with bridge.dial(call) as caller:
+            model = await bridge.model_session()
+            with trio.fail_after(5):
+                await caller.wait_played(300)
+            caller.say_speech(400)
+            with trio.fail_after(10):
+                await caller.wait_closed()
+            # The goodbye had been played in full when Highway hung up.
+            assert caller.received_ms == pytest.approx(800, abs=1)
+            assert caller.played_ms == pytest.approx(caller.received_ms, abs=1)
+            assert caller.close_code == 1000
+        record = await bridge.ended_call(call.call_id)
+        verification = (
+            await bridge.highway.client.get(f"/verifications/{call.verification_id}")
+        ).json()
+
+    hangups = [r for r in twilio.requests if r.path.endswith(f"/Calls/{call.call_sid}.json")]
+    assert [r.form.get("Status") for r in hangups] == [["completed"]]
+    assert record["endReason"] == "agent_hung_up"
+    assert record["status"] == "completed"
+    assert record["outcome"] == "verified"
+    assert verification["status"] == "completed" and verification["outcome"] == "verified"
+    assert [(f["name"], f["status"], f["heard"]) for f in verification["fields"]] == [
+        ("date_of_birth", "confirmed", "1815-12-10"),
+        ("postcode", "confirmed", "w1j 7nt"),
+    ]
+    tools = [e["data"] for e in record["events"] if e["kind"] == "tool"]
+    assert [(t["name"], t["result"]) for t in tools] == [
+        ("confirm_field", {"field": "date_of_birth", "status": "confirmed"}),
+        ("confirm_field", {"field": "postcode", "status": "confirmed"}),
+        ("finish_verification", {"ok": True, "outcome": "verified"}),
+        ("end_call", {"ok": True, "note": "The call ends when your goodbye has played."}),
+    ]
+    # Every output went back to the model; a new response followed each but end_call's.
+    outputs = [
+        e
+        for e in model.client_events
+        if e["type"] == "conversation.item.create" and e["item"]["type"] == "function_call_output"
+    ]
+    assert len(outputs) == 4
+    assert sum(e["type"] == "response.create" for e in model.client_events) == 4
+    assert model.invalid_events == []
+    assert bridge.events.of("outcome", call.call_id)[0]["outcome"] == "verified"
+
+
+async def test_tool_mistakes_go_back_to_the_model_and_the_call_goes_on(
+    clean_env: Path, tmp_path: Path, twilio: TwilioRestStandIn
+) -> None:
+    replies = [
+        Reply(text="Hello.", audio_ms=200),
+        Reply(
+            text="",
+            audio_ms=0,
+            tool_call=ToolCall("confirm_field", {"field": "shoe_size", "value": "9"}),
+        ),
+        Reply(
+            text="", audio_ms=0, tool_call=ToolCall("finish_verification", {"outcome": "verified"})
+        ),
+        Reply(
+            text="",
+            audio_ms=0,
+            tool_call=ToolCall("confirm_field", {"field": "postcode", "value": "SW1"}),
+        ),
+        Reply(text="Let us try again.", audio_ms=200),
+    ]
+    async with running_bridge(
+        f"sqlite:///{tmp_path / 'highway.db'}", twilio, replies=replies
+    ) as bridge:
+        call = await bridge.place_call()
+        async with bridge.dial(call) as caller:
+            await caller.wait_played(200)
+            caller.say_speech(400)
+            with trio.fail_after(5):
+                await caller.wait_received(400)  # the last reply's audio
+            await caller.hang_up()
+        record = await bridge.ended_call(call.call_id)
+    results = [e["data"]["result"] for e in record["events"] if e["kind"] == "tool"]
+    assert results == [
+        {"error": "unknown field 'shoe_size'; the fields are date_of_birth, postcode"},
+        {"error": "not every field is confirmed: date_of_birth, postcode"},
+        {"field": "postcode", "status": "mismatch"},
+    ]
+    assert record["outcome"] is None
+    assert record["endReason"] == "caller_hung_up"
+
+
+async def test_hang_up_counts_as_done_when_twilio_has_already_ended_the_call(
+    clean_env: Path, tmp_path: Path, twilio: TwilioRestStandIn
+) -> None:
+    replies = [
+        Reply(text="Goodbye.", audio_ms=200, tool_call=ToolCall("end_call", {"reason": "test"}))
+    ]
+    async with running_bridge(
+        f"sqlite:///{tmp_path / 'highway.db'}", twilio, replies=replies
+    ) as bridge:
+        call = await bridge.place_call()
+        twilio.forget(call.call_sid)  # Twilio answers 20404 for it
+        async with bridge.dial(call) as caller:
+            with trio.fail_after(5):
+                await caller.wait_closed()
+        record = await bridge.ended_call(call.call_id)
+    assert record["endReason"] == "agent_hung_up"
+    assert record["status"] == "completed"
+
+
+async def test_dtmf_reaches_the_model_as_a_user_message(bridge: Bridge) -> None:
+    call = await bridge.place_call()
+    async with bridge.dial(call) as caller:
+        model = await bridge.model_session()
+        await caller.wait_played(600)
+        await caller.send_dtmf("7")
+        with trio.fail_after(5):
+            message = await model.wait_for_event("conversation.item.create")
+            await model.wait_for_event("response.create", count=2)
+        await caller.hang_up()
+    record = await bridge.ended_call(call.call_id)
+    assert message["item"]["content"] == [
+        {"type": "input_text", "text": "The caller pressed 7 on the keypad."}
+    ]
+    assert [e["data"] for e in record["events"] if e["kind"] == "dtmf"] == [{"digit": "7"}]
+    assert bridge.events.of("dtmf", call.call_id)[0]["digit"] == "7"

@@ -291,21 +291,8 @@ def test_a_failed_transcription_does_not_hold_up_the_rest() -> None:
     assert actions == [Record(EventKind.ASSISTANT, {"text": "Hello?", "itemId": "item_a"})]
 
 
-def test_an_interrupted_turn_is_recorded_with_where_it_was_cut() -> None:
+def test_a_barge_in_is_recorded_with_where_the_agent_was_cut() -> None:
     conversation = started()
     speak(conversation, "item_a", 1000, now=0.0)
-    conversation.model_event({"type": "input_audio_buffer.speech_started"}, now=0.25)
-    actions = conversation.model_event(
-        {
-            "type": "response.output_audio_transcript.done",
-            "item_id": "item_a",
-            "transcript": "A long answer",
-        },
-        0.3,
-    )
-    assert actions == [
-        Record(
-            EventKind.ASSISTANT,
-            {"text": "A long answer", "itemId": "item_a", "interruptedAtMs": 250},
-        )
-    ]
+    actions = conversation.model_event({"type": "input_audio_buffer.speech_started"}, now=0.25)
+    assert actions[-1] == Record(EventKind.INTERRUPTION, {"itemId": "item_a", "heardMs": 250})

@@ -247,7 +247,8 @@ class Conversation:
             actions.append(
                 ToModel(openai_events.truncate(truncation.item_id, truncation.audio_end_ms))
             )
-        self.transcript.interrupted(truncation.item_id, truncation.audio_end_ms)
+        data = {"itemId": truncation.item_id, "heardMs": truncation.audio_end_ms}
+        actions.append(Record(EventKind.INTERRUPTION, data))
         return actions
 
     def _response_created(self, event: dict[str, Any], now: float) -> list[Action]:
@@ -296,9 +297,7 @@ class Conversation:
         return [self._record_turn(turn) for turn in turns]
 
     def _record_turn(self, turn: Turn) -> Record:
-        data: dict[str, Any] = {"text": turn.text, "itemId": turn.item_id}
-        if turn.heard_ms is not None:
-            data["interruptedAtMs"] = turn.heard_ms
+        data = {"text": turn.text, "itemId": turn.item_id}
         kind = EventKind.USER if turn.role == "user" else EventKind.ASSISTANT
         return Record(kind, data)
 

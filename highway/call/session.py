@@ -71,6 +71,7 @@ _HUB_NAMES = {
     EventKind.ASSISTANT: "ava_response",
     EventKind.TOOL: "toolCall",
     EventKind.DTMF: "dtmf",
+    EventKind.INTERRUPTION: "bargeIn",
 }
 
 
@@ -310,7 +311,10 @@ class CallSession:
 
     async def _record(self) -> None:
         async for action in self._records_out:
-            await self._store_record(action)
+            if isinstance(action, RunTool):
+                await self._run_tool(action)
+            else:
+                await self._store_record(action)
 
     # The model's session
 
@@ -457,19 +461,14 @@ class CallSession:
         log.info("call %d: agent hung up: %s", self.call.id, reason)
         self.end("agent_hung_up")
 
-    async def _store_record(self, action: Record | RunTool) -> None:
-        if isinstance(action, RunTool):
-            result = await self._run_tool(action)
-            record = Record(EventKind.TOOL, {"callId": action.call_id, **result.record})
-            await self._store_record(record)
-            await self._perform(
-                self.conversation.tool_done(action.call_id, result.output_json, result.hang_up)
-            )
-            return
-        try:
-            await self.store.add_event(self.call.id, action.kind, action.data)
-        except StoreError as error:
-            log.error("call %d: a %s event was not stored: %s", self.call.id, action.kind, error)
+    async def _store_record(self, action: Record) -> None:
+        # Shielded: once taken from the queue, a record is stored and published even if the
+        # call ends meanwhile (the database's own timeout bounds the wait).
+        with trio.CancelScope(shield=True):
+            try:
+                await self.store.add_event(self.call.id, action.kind, action.data)
+            except StoreError as error:
+                log.error("call %d: %s event not stored: %s", self.call.id, action.kind, error)
         name = _HUB_NAMES.get(action.kind, action.kind.value)
         self.hub.publish(name, self.call.id, **action.data)
         if action.kind is EventKind.TOOL and action.data.get("name") == "finish_verification":
@@ -477,12 +476,21 @@ class CallSession:
             if outcome:
                 self.hub.publish("outcome", self.call.id, outcome=outcome)
 
-    async def _run_tool(self, action: RunTool) -> ToolResult:
-        try:
-            return await run_tool(self.store, self.verification, action.name, action.arguments)
-        except StoreError as error:
-            log.error("call %d: tool %s failed: %s", self.call.id, action.name, error)
-            return ToolResult({"error": "the record could not be saved; try again"})
+    async def _run_tool(self, action: RunTool) -> None:
+        """Run the tool and store its event (both shielded, like records), then answer."""
+        with trio.CancelScope(shield=True):
+            try:
+                result = await run_tool(
+                    self.store, self.verification, action.name, action.arguments
+                )
+            except StoreError as error:
+                log.error("call %d: tool %s failed: %s", self.call.id, action.name, error)
+                result = ToolResult({"error": "the record could not be saved; try again"})
+            record = Record(EventKind.TOOL, {"callId": action.call_id, **result.record})
+            await self._store_record(record)
+        await self._perform(
+            self.conversation.tool_done(action.call_id, result.output_json, result.hang_up)
+        )
 
     async def _store_remaining_records(self) -> None:
         async for action in self._records_out:

@@ -21,7 +21,6 @@ class Turn:
     role: Role
     item_id: str
     text: str | None = None
-    heard_ms: int | None = None  # set when the caller cut the agent off
     settled: bool = False  # the text is final (or will never come)
 
 
@@ -43,11 +42,6 @@ class Transcript:
         turn = self._by_item[item_id]
         turn.text, turn.settled = text, True
         return self._release(everything=False)
-
-    def interrupted(self, item_id: str, heard_ms: int) -> None:
-        turn = self._by_item.get(item_id)
-        if turn is not None:
-            turn.heard_ms = heard_ms
 
     def flush(self) -> list[Turn]:
         """At the end of the call: release what has text, in order, giving up on the rest."""

@@ -37,6 +37,7 @@ class EventKind(StrEnum):
     TOOL = "tool"  # a tool call with its arguments and result
     DTMF = "dtmf"  # keypad digits
     STATUS = "status"  # the call's status changed
+    INTERRUPTION = "interruption"  # the customer talked over the agent (barge-in)
 
 
 def utc_now() -> datetime:
