@@ -3,15 +3,25 @@ stood in for, Twilio's REST API stood in for, the database real."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 
+import httpx
+import hypercorn.trio
 import pytest
 import trio
+import trio_websocket
 
-from highway.testing.realtime_standin import Reply, ToolCall
+from highway.app import create_app
+from highway.server import hypercorn_config
+from highway.services import EXTENSION_KEY, Services
+from highway.testing.realtime_standin import RealtimeStandIn, Reply, ToolCall
 from highway.testing.twilio_rest import TwilioRestStandIn
-from tests.bridge_support import Bridge, running_bridge
+from tests.api_support import API_KEY, Highway
+from tests.bridge_support import OPENAI_KEY, Bridge, HubWatcher, PlacedCall, running_bridge
+from tests.conftest import api_settings
 
 GREETING = Reply(text="Hello Ada, this is Highway.", audio_ms=600)
 ANSWER = Reply(text="Thank you.", audio_ms=400)
@@ -282,3 +292,334 @@ async def test_dtmf_reaches_the_model_as_a_user_message(bridge: Bridge) -> None:
     ]
     assert [e["data"] for e in record["events"] if e["kind"] == "dtmf"] == [{"digit": "7"}]
     assert bridge.events.of("dtmf", call.call_id)[0]["digit"] == "7"
+
+
+async def test_malformed_frames_are_counted_and_ignored(bridge: Bridge) -> None:
+    call = await bridge.place_call()
+    async with bridge.dial(call) as caller:
+        model = await bridge.model_session()
+        await caller.wait_played(600)
+        for frame in (
+            "not json",
+            "[1, 2]",
+            '{"event": "bogus"}',
+            '{"event": "media", "media": {"payload": "***"}}',
+            '{"event": "mark"}',
+        ):
+            await caller.send_raw(frame)
+        caller.say_speech(400)
+        with trio.fail_after(5):
+            await caller.wait_received(1000)  # the call went on: the turn was answered
+        session = bridge.services.live_calls[call.call_id]
+        assert session.bad_frames == 5
+        await caller.hang_up()
+    record = await bridge.ended_call(call.call_id)
+    assert record["endReason"] == "caller_hung_up"
+    assert model.invalid_events == []
+
+
+async def test_stop_ends_the_call_cleanly(bridge: Bridge) -> None:
+    call = await bridge.place_call()
+    async with bridge.dial(call) as caller:
+        model = await bridge.model_session()
+        await caller.wait_played(200)
+        await caller.send_stop()
+        with trio.fail_after(2):
+            await caller.wait_closed()
+            await model.closed.wait()
+    record = await bridge.ended_call(call.call_id)
+    assert caller.close_code == 1000
+    assert record["status"] == "completed" and record["endReason"] == "caller_hung_up"
+
+
+async def test_the_upstream_closes_when_the_caller_just_goes_away(bridge: Bridge) -> None:
+    call = await bridge.place_call()
+    async with bridge.dial(call) as caller:
+        model = await bridge.model_session()
+        await caller.wait_played(200)
+        await caller.disconnect()  # no stop: the socket just closes
+        gone_at = trio.current_time()
+        with trio.fail_after(2):
+            await model.closed.wait()
+    record = await bridge.ended_call(call.call_id)
+    assert model.closed_at is not None and model.closed_at - gone_at < 0.1
+    assert model.close_code == 1000
+    assert record["endReason"] == "caller_disconnected"
+    assert not bridge.services.live_calls
+
+
+async def test_signature_and_call_checks_close_the_stream_with_1008_before_openai(
+    bridge: Bridge,
+) -> None:
+    call = await bridge.place_call()
+    other = await bridge.place_call()
+    cases = {
+        "forged signature": (call, {"auth_token": "not-the-token"}),
+        "no signature": (call, {"auth_token": None}),
+        "unknown call": (PlacedCall(call.verification_id, 999, call.call_sid), {}),
+        "another verification's call": (
+            PlacedCall(other.verification_id, call.call_id, call.call_sid),
+            {},
+        ),
+    }
+    for case, (target, options) in cases.items():
+        async with bridge.dial(target, **options) as caller:
+            with trio.fail_after(2):
+                await caller.wait_closed()
+        assert caller.close_code == 1008, case
+    assert bridge.agent.connection_attempts == 0
+
+
+async def test_a_finished_call_cannot_be_streamed_again(bridge: Bridge) -> None:
+    call = await bridge.place_call()
+    async with bridge.dial(call) as caller:
+        await bridge.model_session()
+        await caller.hang_up()
+    await bridge.ended_call(call.call_id)
+    async with bridge.dial(call) as again:
+        with trio.fail_after(2):
+            await again.wait_closed()
+    assert again.close_code == 1008
+    assert bridge.agent.connection_attempts == 1
+
+
+async def test_openai_refusing_at_first_is_retried(bridge: Bridge) -> None:
+    bridge.agent.refuse_connections(2)
+    call = await bridge.place_call()
+    async with bridge.dial(call) as caller:
+        with trio.fail_after(5):
+            await caller.wait_played(600)  # greeted by the third try
+        await caller.hang_up()
+    record = await bridge.ended_call(call.call_id)
+    assert bridge.agent.connection_attempts == 3
+    assert record["status"] == "completed"
+
+
+async def test_openai_unreachable_ends_the_call_as_failed_with_the_reason(
+    bridge: Bridge,
+) -> None:
+    bridge.agent.refuse_connections(4)
+    call = await bridge.place_call()
+    async with bridge.dial(call) as caller:
+        with trio.fail_after(5):
+            await caller.wait_closed()
+        # The caller stayed connected through three retries with back-off.
+        assert caller.started_at is not None
+        assert trio.current_time() - caller.started_at > 1.5
+    record = await bridge.ended_call(call.call_id)
+    assert bridge.agent.connection_attempts == 4
+    assert record["status"] == "failed"
+    assert record["endReason"] == "openai_unavailable"
+    assert "OpenAI" in record["error"]
+
+
+async def test_openai_dropping_mid_call_reconnects_and_restores_the_conversation(
+    bridge: Bridge,
+) -> None:
+    bridge.agent.add_replies(Reply(text="Where were we?", audio_ms=300))
+    call = await bridge.place_call()
+    async with bridge.dial(call) as caller:
+        first = await bridge.model_session(0)
+        with trio.fail_after(5):
+            await caller.wait_played(600)
+            caller.say_speech(400)
+            await caller.wait_played(1000)  # greeting and answer
+            await bridge.events.wait_for("ava_response", call.call_id, count=2)
+        await first.drop()
+        second = await bridge.model_session(1)
+        with trio.fail_after(5):
+            await second.wait_for_event("conversation.item.create", count=3)
+        caller.say_speech(400)
+        with trio.fail_after(5):
+            await caller.wait_received(1300)  # the new session answers the caller
+        await caller.hang_up()
+    record = await bridge.ended_call(call.call_id)
+
+    assert second.client_events[0]["type"] == "session.update"
+    assert not any(e["type"] == "response.create" for e in second.client_events)
+    restored = [
+        (e["item"]["role"], e["item"]["content"][0]["text"])
+        for e in second.client_events
+        if e["type"] == "conversation.item.create"
+    ]
+    assert restored == [
+        ("assistant", GREETING.text),
+        ("user", "(speech)"),
+        ("assistant", ANSWER.text),
+    ]
+    # No second greeting: the restored session waits for the caller.
+    assert not any(e["type"] == "response.create" for e in second.client_events)
+    assert second.invalid_events == []
+    assert record["status"] == "completed"
+
+
+async def test_an_expired_openai_session_rolls_over_to_a_new_one(bridge: Bridge) -> None:
+    call = await bridge.place_call()
+    async with bridge.dial(call) as caller:
+        first = await bridge.model_session(0)
+        with trio.fail_after(5):
+            await caller.wait_played(600)
+            await bridge.events.wait_for("ava_response", call.call_id)
+        await first.expire()
+        second = await bridge.model_session(1)
+        with trio.fail_after(5):
+            await second.wait_for_event("conversation.item.create")
+        await caller.hang_up()
+    record = await bridge.ended_call(call.call_id)
+    assert first.close_code == 1001
+    assert record["status"] == "completed"
+
+
+async def test_a_long_call_rolls_over_before_openais_limit(
+    clean_env: Path, tmp_path: Path, twilio: TwilioRestStandIn
+) -> None:
+    async with running_bridge(
+        f"sqlite:///{tmp_path / 'highway.db'}",
+        twilio,
+        replies=[GREETING],
+        HIGHWAY_OPENAI_SESSION_SECONDS="0.3",
+    ) as bridge:
+        call = await bridge.place_call()
+        async with bridge.dial(call) as caller:
+            first = await bridge.model_session(0)
+            second = await bridge.model_session(1)  # once the greeting was over
+            with trio.fail_after(5):
+                await second.wait_for_event("session.update")
+            await caller.hang_up()
+        await bridge.ended_call(call.call_id)
+    assert first.close_code == 1000
+    assert first.responses_started == 1
+    assert caller.played_ms == pytest.approx(600, abs=25)  # the greeting was not cut
+    assert second.client_events[0]["type"] == "session.update"
+    assert not any(e["type"] == "response.create" for e in second.client_events)
+
+
+async def test_a_missed_pong_counts_as_a_drop(
+    clean_env: Path, tmp_path: Path, twilio: TwilioRestStandIn
+) -> None:
+    async with running_bridge(
+        f"sqlite:///{tmp_path / 'highway.db'}",
+        twilio,
+        replies=[GREETING],
+        HIGHWAY_KEEPALIVE_SECONDS="0.2",
+    ) as bridge:
+        call = await bridge.place_call()
+        async with bridge.dial(call) as caller:
+            first = await bridge.model_session(0)
+            await caller.wait_played(600)
+            first.freeze()  # hung: reads nothing, answers no ping
+            second = await bridge.model_session(1)
+            with trio.fail_after(5):
+                await second.wait_for_event("session.update")
+            await caller.hang_up()
+        record = await bridge.ended_call(call.call_id)
+    assert record["status"] == "completed"
+    assert record["endReason"] == "caller_hung_up"
+
+
+async def test_no_start_within_the_limit_ends_the_call(
+    bridge: Bridge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("highway.call.session.START_TIMEOUT_SECONDS", 0.3)
+    call = await bridge.place_call()
+    async with bridge.dial(call, send_start=False) as caller:
+        with trio.fail_after(5):
+            await caller.wait_closed()
+    record = await bridge.ended_call(call.call_id)
+    assert record["endReason"] == "no_start"
+
+
+@pytest.mark.parametrize(
+    ("setting", "reason"),
+    [
+        ("HIGHWAY_IDLE_TIMEOUT_SECONDS", "idle_timeout"),
+        ("HIGHWAY_MAX_CALL_SECONDS", "max_duration"),
+    ],
+)
+async def test_idle_and_maximum_time_end_the_call(
+    clean_env: Path, tmp_path: Path, twilio: TwilioRestStandIn, setting: str, reason: str
+) -> None:
+    async with running_bridge(
+        f"sqlite:///{tmp_path / 'highway.db'}", twilio, replies=[GREETING], **{setting: "0.8"}
+    ) as bridge:
+        call = await bridge.place_call()
+        async with bridge.dial(call) as caller:
+            model = await bridge.model_session()
+            if reason == "idle_timeout":
+                caller.stop_microphone()
+            with trio.fail_after(5):
+                await caller.wait_closed()
+                await model.closed.wait()
+        record = await bridge.ended_call(call.call_id)
+    assert caller.close_code == 1000
+    assert record["endReason"] == reason
+    assert record["status"] == "completed"
+
+
+async def test_a_verification_that_cannot_be_loaded_fails_the_call(
+    clean_env: Path, tmp_path: Path, twilio: TwilioRestStandIn
+) -> None:
+    database = tmp_path / "highway.db"
+    async with running_bridge(f"sqlite:///{database}", twilio, replies=[GREETING]) as bridge:
+        call = await bridge.place_call()
+        with sqlite3.connect(database) as broken:  # a row this version cannot read
+            broken.execute("UPDATE verifications SET fields = 'garbage'")
+        async with bridge.dial(call) as caller:
+            with trio.fail_after(5):
+                await caller.wait_closed()
+        record = await bridge.ended_call(call.call_id)
+    assert caller.close_code == 1011
+    assert record["status"] == "failed"
+    assert record["endReason"] == "verification_unavailable"
+    assert caller.received_ms == 0
+
+
+async def test_shutdown_lets_live_calls_go_on_then_closes_them_with_1001(
+    clean_env: Path, tmp_path: Path, twilio: TwilioRestStandIn
+) -> None:
+    agent = RealtimeStandIn([GREETING], api_key=OPENAI_KEY)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(agent.serve)
+        assert twilio.base_url is not None
+        settings = api_settings(
+            f"sqlite:///{tmp_path / 'highway.db'}",
+            twilio.base_url,
+            OPENAI_API_KEY=OPENAI_KEY,
+            HIGHWAY_OPENAI_URL=agent.url,
+            HIGHWAY_SHUTDOWN_GRACE_SECONDS="1",
+        )
+        app = create_app(settings)
+        shutdown = trio.Event()
+        config = hypercorn_config("127.0.0.1", 0, settings.shutdown_grace_seconds)
+        binds = await nursery.start(
+            partial(hypercorn.trio.serve, app, config, shutdown_trigger=shutdown.wait)
+        )
+        services: Services = app.extensions[EXTENSION_KEY]
+        watcher = HubWatcher(services.hub)
+        await nursery.start(watcher.run)
+        async with httpx.AsyncClient(
+            base_url=binds[0], headers={"Authorization": f"Bearer {API_KEY}"}, trust_env=False
+        ) as client:
+            bridge = Bridge(Highway(binds[0], client, twilio), agent, services, watcher)
+            call = await bridge.place_call()
+            async with bridge.dial(call) as caller:
+                model = await bridge.model_session()
+                await caller.wait_played(600)
+                shutdown.set()
+                began = trio.current_time()
+                # No new streams...
+                with pytest.raises((OSError, trio_websocket.HandshakeError)):
+                    async with bridge.dial(call):
+                        pass
+                # ...but the live call goes on until the grace period ends.
+                heard = model.audio_received_ms
+                with trio.fail_after(5):
+                    await caller.wait_closed()
+                ended = trio.current_time()
+                assert model.audio_received_ms > heard + 500
+            record = await bridge.store.get_call(call.call_id)
+        nursery.cancel_scope.cancel()
+    assert caller.close_code == 1001
+    assert ended - began == pytest.approx(1.0, abs=0.3)
+    assert record is not None
+    assert record.end_reason == "server_shutdown" and record.status == "completed"

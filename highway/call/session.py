@@ -58,6 +58,7 @@ MODEL_BACKOFF_SECONDS = (0.25, 0.5, 1.0)
 MODEL_CONNECT_TIMEOUT_SECONDS = 5.0
 # After the rollover time, wait up to this long for a pause in the conversation.
 ROLLOVER_PATIENCE_SECONDS = 60.0
+ROLLOVER_CHECK_SECONDS = 0.1
 FINALISE_TIMEOUT_SECONDS = 5.0
 CALLER_CLOSE_TIMEOUT_SECONDS = 1.0
 
@@ -224,8 +225,8 @@ class CallSession:
         if verification_id is not None:
             try:
                 self.verification = await self.store.get_verification(verification_id)
-            except StoreError as error:
-                log.error("call %d: cannot load its verification: %s", self.call.id, error)
+            except Exception as error:  # the database, or a row this version cannot read
+                log.error("call %d: cannot load its verification: %r", self.call.id, error)
                 self.end(
                     "verification_unavailable",
                     failed=True,
@@ -332,7 +333,10 @@ class CallSession:
                 lost: list[str] = []
                 async with trio.open_nursery() as link:
                     link.start_soon(self._keep_alive, upstream, link.cancel_scope, lost)
-                    await self._read_model(upstream)
+                    try:
+                        await self._read_model(upstream)
+                    except trio_websocket.ConnectionClosed as closed:
+                        lost.append(f"closed ({closed.reason.code})")
                     link.cancel_scope.cancel()
                 if lost:
                     raise _ModelGone(lost[0])
@@ -366,10 +370,21 @@ class CallSession:
         conversation = self.conversation
         rollover_at = trio.current_time() + self.settings.openai_session_seconds
         while True:
-            with trio.move_on_at(rollover_at + ROLLOVER_PATIENCE_SECONDS):
+            now = trio.current_time()
+            if now < rollover_at:
+                wake_at = rollover_at
+            elif conversation.quiet or now >= rollover_at + ROLLOVER_PATIENCE_SECONDS:
+                log.info("call %d: rolling over to a new OpenAI session", self.call.id)
+                return
+            else:
+                # Past the rollover time: look for a pause in the conversation. Pauses show
+                # in the Twilio reader's marks too, so check every so often, not per event.
+                wake_at = now + ROLLOVER_CHECK_SECONDS
+            message = None
+            with trio.move_on_at(wake_at):
                 message = await upstream.get_message()
-            if trio.current_time() >= rollover_at + ROLLOVER_PATIENCE_SECONDS:
-                return  # no pause came: roll over anyway
+            if message is None:
+                continue
             try:
                 event = orjson.loads(message)
             except orjson.JSONDecodeError:
@@ -382,9 +397,6 @@ class CallSession:
                     return
                 continue
             await self._perform(conversation.model_event(event, trio.current_time()))
-            if trio.current_time() >= rollover_at and conversation.quiet:
-                log.info("call %d: rolling over to a new OpenAI session", self.call.id)
-                return
 
     def _model_error(self, event: dict[str, Any]) -> bool:
         """Log an OpenAI error event; True if the session is over (its 60 minutes)."""

@@ -430,6 +430,8 @@ class StandInSession:
         self._ws = ws
         self._stream = stream
         self._drop_after = standin._drop_after
+        self._thawed = trio.Event()  # cleared by freeze()
+        self._thawed.set()
         self._by_type: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
         self._arrivals = ParkingLot()
         self._stop = trio.CancelScope()
@@ -522,9 +524,18 @@ class StandInSession:
         self.closed.set()
         self._arrivals.unpark_all()
 
+    def freeze(self) -> None:
+        """Stop reading the client's messages, like a hung server: once trio-websocket's
+        small queue is full, pings go unanswered too."""
+        self._thawed = trio.Event()
+
+    def thaw(self) -> None:
+        self._thawed.set()
+
     async def _read_loop(self) -> None:
         received = 0
         while True:
+            await self._thawed.wait()
             try:
                 message = await self._ws.get_message()
             except ConnectionClosed:
