@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from highway import __version__
 from highway.config import Settings, SettingsError, load_settings, redact_url
@@ -27,6 +28,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "simulate-call":
+            return _simulate_call(args)
         raise AssertionError(f"unhandled command {args.command!r}")  # argparse requires one
     except _Refusal as refusal:
         print(f"highway: {refusal}", file=sys.stderr)
@@ -57,7 +60,33 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         help="worker processes; more than 1 needs PostgreSQL (default 1)",
     )
+    simulate = commands.add_parser(
+        "simulate-call",
+        help="ring a running Highway like Twilio does and print latencies and the transcript",
+    )
+    _simulate_arguments(simulate)
     return parser
+
+
+def _simulate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url", default="http://127.0.0.1:8000", help="Highway's address (default %(default)s)"
+    )
+    parser.add_argument(
+        "--from",
+        dest="caller",
+        default="+15005550199",
+        help="the caller's number; a pending verification for it is used (default %(default)s)",
+    )
+    parser.add_argument("--turns", type=int, default=2, help="caller turns (default 2)")
+    parser.add_argument(
+        "--speech-ms", type=int, default=1500, help="generated speech per turn (default 1500)"
+    )
+    parser.add_argument("--wav", type=Path, help="speak this WAV file instead, every turn")
+    parser.add_argument("--save-heard", type=Path, help="write what the caller heard (WAV)")
+    parser.add_argument(
+        "--timeout", type=float, default=60, help="give up after this many seconds (default 60)"
+    )
 
 
 def _whole_number(text: str) -> int:
@@ -138,11 +167,28 @@ def _serve(args: argparse.Namespace) -> int:
     )
     if settings.offline:
         log.warning(
-            "offline mode: OPENAI_API_KEY is not set, so the AI service is not configured "
-            "and calls cannot reach a model"
+            "offline mode: OPENAI_API_KEY is not set, so calls are answered by Highway's"
+            " built-in stand-in agent, not by an AI model"
         )
     if settings.api_key is None:
         log.info(
             "HIGHWAY_API_KEY is not set: the API is open to anyone who can reach %s", args.host
         )
     return server.serve(settings, config, sockets, args.workers)
+
+
+def _simulate_call(args: argparse.Namespace) -> int:
+    settings = _load()
+    configure_logging(logging.WARNING)
+    # Imported here, like the server: `highway serve` need not load the simulator.
+    import trio
+
+    from highway import simulate_call
+
+    try:
+        report = trio.run(simulate_call.simulate_call, settings, simulate_call.options_from(args))
+    except simulate_call.SimulationFailed as failure:
+        print(f"highway: {failure}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(report)
+    return 0

@@ -18,6 +18,7 @@ import trio
 import highway
 from highway.cli import is_loopback
 from highway.config import ENV_NAMES
+from highway.testing.twilio_media import open_simulated_call
 
 # Generous: a cold interpreter start, plus spawning workers on a busy CI machine.
 STARTUP_TIMEOUT = 30
@@ -238,7 +239,7 @@ async def test_serve_answers_health_and_stops_cleanly(tmp_path: Path, signum: in
     assert "Traceback" not in output.text
     # No OpenAI key in the environment: the log must say so plainly.
     assert "offline mode" in output.text
-    assert "AI service is not configured" in output.text
+    assert "built-in stand-in agent" in output.text
 
 
 async def test_serve_with_an_openai_key_is_not_offline(tmp_path: Path):
@@ -291,3 +292,52 @@ async def test_serve_several_workers_share_the_port(tmp_path: Path, postgres_url
     assert returncode == 0, output.text
     assert "Traceback" not in output.text
     assert "pw@" not in output.text  # the database password is redacted in the log
+
+
+async def test_simulate_call_rings_an_offline_highway_and_prints_the_transcript(tmp_path: Path):
+    async with serving(tmp_path) as (process, output, port):
+        result = await run_highway(
+            tmp_path,
+            "simulate-call",
+            "--url",
+            f"http://127.0.0.1:{port}",
+            "--turns",
+            "1",
+            "--speech-ms",
+            "600",
+            "--save-heard",
+            str(tmp_path / "heard.wav"),
+        )
+        await stop(process, output, signal.SIGTERM)
+
+    report = result.stdout.decode()
+    assert result.returncode == 0, result.stderr.decode()
+    assert re.search(r"greeting: first audio \d+ ms", report)
+    assert re.search(r"turn 1: spoke 600 ms; first answer audio \d+ ms", report)
+    assert "completed, caller_hung_up" in report
+    assert "agent: Hello, this is Highway's offline agent." in report
+    assert "caller: (speech)" in report
+    assert (tmp_path / "heard.wav").stat().st_size > 44  # more than a WAV header
+    assert "Traceback" not in output.text
+
+
+async def test_sigterm_lets_a_live_call_go_on_then_closes_it_with_1001(tmp_path: Path):
+    async with serving(tmp_path, HIGHWAY_SHUTDOWN_GRACE_SECONDS="0.5") as (process, output, port):
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            answer = await client.post(
+                "/twilio/incoming",
+                data={"CallSid": "CA" + "9" * 32, "From": "+15005550199", "To": "+15005550006"},
+            )
+        path = re.search(r'url="[a-z]+://[^/]+(/media-stream/[^"]+)"', answer.text)
+        assert path is not None, answer.text
+        async with open_simulated_call(
+            f"ws://127.0.0.1:{port}{path[1]}", call_sid="CA" + "9" * 32
+        ) as caller:
+            with trio.fail_after(10):
+                await caller.wait_received(100)  # the offline agent's greeting
+                process.send_signal(signal.SIGTERM)
+                await caller.wait_closed()
+        returncode = await stop(process, output, signal.SIGTERM)
+    assert caller.close_code == 1001
+    assert returncode == 0, output.text
+    assert "call 1 ended: server_shutdown" in output.text
