@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 SOURCES := pyproject.toml setup.py $(wildcard codec/*.pyx codec/*.pxd codec/*.c codec/*.h)
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: run test bench-codec lint format filters clean
+.PHONY: run test bench-codec bench-barge-in lint format filters clean
 
 run: $(VENV)/.installed-run
 	$(BIN)/highway serve
@@ -19,6 +19,9 @@ test: $(VENV)/.installed-test
 
 bench-codec: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/codec_bench.py
+
+bench-barge-in: $(VENV)/.installed-run
+	$(BIN)/python -P benchmarks/barge_in.py
 
 # Redesign the resampling filters into codec/filter_taps.h (needs scipy, a test extra).
 filters: $(VENV)/.installed-test

@@ -623,3 +623,22 @@ async def test_shutdown_lets_live_calls_go_on_then_closes_them_with_1001(
     assert ended - began == pytest.approx(1.0, abs=0.3)
     assert record is not None
     assert record.end_reason == "server_shutdown" and record.status == "completed"
+
+
+async def test_a_failing_call_does_not_touch_another(bridge: Bridge) -> None:
+    healthy, failing = await bridge.place_call(), await bridge.place_call()
+    async with bridge.dial(healthy) as caller:
+        await caller.wait_played(600)
+        bridge.agent.refuse_connections(4)  # every try of the next call is refused
+        async with bridge.dial(failing) as other:
+            await other.send_raw("garbage")
+            with trio.fail_after(5):
+                await other.wait_closed()
+        caller.say_speech(400)
+        with trio.fail_after(5):
+            await caller.wait_received(1000)  # still answered
+        await caller.hang_up()
+    failed = await bridge.ended_call(failing.call_id)
+    fine = await bridge.ended_call(healthy.call_id)
+    assert failed["status"] == "failed" and failed["endReason"] == "openai_unavailable"
+    assert fine["status"] == "completed" and fine["endReason"] == "caller_hung_up"

@@ -314,13 +314,17 @@ class Store:
             if row is None:
                 return None
             answered = as_datetime(row["answered_at"])
-            duration = round((at - answered).total_seconds()) if answered else None
+            # If Twilio ended the call first, its end time stands, and so does its status:
+            # a late "failed" from the bridge must not leave an error on a completed call.
+            ended = as_datetime(row["ended_at"]) or at
+            duration = round((ended - answered).total_seconds()) if answered else None
+            over = call_status.is_terminal(row["status"])
             reason = end_reason if row["end_reason"] in (None, row["status"]) else None
             _update_call(
                 tx,
                 call_id,
                 set_={"end_reason": reason},
-                fill={"error": error, "duration_seconds": duration},
+                fill={"error": None if over else error, "duration_seconds": duration},
             )
             data = {"source": "bridge", "reason": end_reason}
             return _apply_status(tx, call_id, status, at, data)

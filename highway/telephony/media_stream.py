@@ -91,9 +91,9 @@ def parse_frame(frame: str | bytes) -> TwilioEvent:
     # Media first: it is 50 of every 50-and-a-bit frames.
     if event == "media":
         return _media(_section(message, "media"))
-    parse = _PARSERS.get(event)  # type: ignore[arg-type]
+    parse = _PARSERS.get(event) if isinstance(event, str) else None
     if parse is None:
-        raise FrameError(f"unknown event {event!r}" if event else "no event")
+        raise FrameError("no event" if event is None else f"unknown event {event!r}")
     return parse(message)
 
 
