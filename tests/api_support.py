@@ -28,6 +28,16 @@ VERIFICATION = {
 }
 
 
+def api_client(base_url: str) -> httpx.AsyncClient:
+    """A client for a served Highway that sends the API key (and ignores any proxy)."""
+    return httpx.AsyncClient(
+        base_url=base_url,
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        trust_env=False,
+        timeout=10,
+    )
+
+
 @dataclass
 class Highway:
     """A running Highway and what surrounds it."""

@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import trio
 
 from highway.app import create_app
@@ -20,7 +19,7 @@ from highway.testing.realtime_standin import RealtimeStandIn, Reply, StandInSess
 from highway.testing.serving import serve_on_loopback
 from highway.testing.twilio_media import SimulatedCall, open_simulated_call
 from highway.testing.twilio_rest import TwilioRestStandIn
-from tests.api_support import ACCOUNT_SID, API_KEY, AUTH_TOKEN, PUBLIC_URL, Highway
+from tests.api_support import ACCOUNT_SID, AUTH_TOKEN, PUBLIC_URL, Highway, api_client
 from tests.conftest import api_settings
 
 OPENAI_KEY = "sk-test-bridge-31f0"
@@ -146,12 +145,7 @@ async def running_bridge(
         await nursery.start(watcher.run)
         async with (
             serve_on_loopback(app) as url,
-            httpx.AsyncClient(
-                base_url=url,
-                headers={"Authorization": f"Bearer {API_KEY}"},
-                trust_env=False,
-                timeout=10,
-            ) as client,
+            api_client(url) as client,
         ):
             yield Bridge(Highway(url, client, twilio), agent, services, watcher)
         nursery.cancel_scope.cancel()

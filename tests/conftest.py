@@ -27,6 +27,7 @@ from tests.api_support import (
     HIGHWAY_NUMBER,
     PUBLIC_URL,
     Highway,
+    api_client,
 )
 
 NO_POSTGRES = (
@@ -147,12 +148,7 @@ def api_settings(database_url: str, twilio_url: str, **overrides: str) -> Settin
 async def running_highway(settings: Settings, twilio: TwilioRestStandIn) -> AsyncIterator[Highway]:
     async with (
         serve_on_loopback(create_app(settings)) as url,
-        httpx.AsyncClient(
-            base_url=url,
-            headers={"Authorization": f"Bearer {API_KEY}"},
-            trust_env=False,
-            timeout=10,
-        ) as client,
+        api_client(url) as client,
     ):
         yield Highway(url, client, twilio)
 

@@ -4,11 +4,11 @@ stood in for, Twilio's REST API stood in for, the database real."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from functools import partial
 from pathlib import Path
 
-import httpx
 import hypercorn.trio
 import pytest
 import trio
@@ -19,7 +19,7 @@ from highway.server import hypercorn_config
 from highway.services import EXTENSION_KEY, Services
 from highway.testing.realtime_standin import RealtimeStandIn, Reply, ToolCall
 from highway.testing.twilio_rest import TwilioRestStandIn
-from tests.api_support import API_KEY, Highway
+from tests.api_support import Highway, api_client
 from tests.bridge_support import OPENAI_KEY, Bridge, HubWatcher, PlacedCall, running_bridge
 from tests.conftest import api_settings
 
@@ -27,13 +27,18 @@ GREETING = Reply(text="Hello Ada, this is Highway.", audio_ms=600)
 ANSWER = Reply(text="Thank you.", audio_ms=400)
 
 
+OpenBridge = Callable[..., AbstractAsyncContextManager[Bridge]]
+
+
 @pytest.fixture
-async def bridge(
-    clean_env: Path, tmp_path: Path, twilio: TwilioRestStandIn
-) -> AsyncIterator[Bridge]:
-    async with running_bridge(
-        f"sqlite:///{tmp_path / 'highway.db'}", twilio, replies=[GREETING, ANSWER]
-    ) as running:
+def open_bridge(clean_env: Path, tmp_path: Path, twilio: TwilioRestStandIn) -> OpenBridge:
+    """`open_bridge(replies=..., SETTING=value)`: a Bridge on SQLite with those changes."""
+    return partial(running_bridge, f"sqlite:///{tmp_path / 'highway.db'}", twilio)
+
+
+@pytest.fixture
+async def bridge(open_bridge: OpenBridge) -> AsyncIterator[Bridge]:
+    async with open_bridge(replies=[GREETING, ANSWER]) as running:
         yield running
 
 
@@ -102,12 +107,10 @@ async def test_greeting_and_turn_taking(
 @pytest.mark.parametrize("audio_mode", ["pcmu", "pcm24k"])
 @pytest.mark.parametrize("position_ms", [250, 1130, 2420])
 async def test_barge_in_truncates_at_what_the_caller_heard(
-    clean_env: Path, tmp_path: Path, twilio: TwilioRestStandIn, audio_mode: str, position_ms: int
+    open_bridge: OpenBridge, audio_mode: str, position_ms: int
 ) -> None:
     long_greeting = Reply(text="A long greeting that the caller talks over.", audio_ms=3000)
-    async with running_bridge(
-        f"sqlite:///{tmp_path / 'highway.db'}",
-        twilio,
+    async with open_bridge(
         replies=[long_greeting],
         HIGHWAY_AUDIO_MODE=audio_mode,
     ) as bridge:
@@ -217,7 +220,7 @@ async def test_tools_record_the_verification_and_end_call_hangs_up_after_the_goo
 
 
 async def test_tool_mistakes_go_back_to_the_model_and_the_call_goes_on(
-    clean_env: Path, tmp_path: Path, twilio: TwilioRestStandIn
+    open_bridge: OpenBridge,
 ) -> None:
     replies = [
         Reply(text="Hello.", audio_ms=200),
@@ -236,9 +239,7 @@ async def test_tool_mistakes_go_back_to_the_model_and_the_call_goes_on(
         ),
         Reply(text="Let us try again.", audio_ms=200),
     ]
-    async with running_bridge(
-        f"sqlite:///{tmp_path / 'highway.db'}", twilio, replies=replies
-    ) as bridge:
+    async with open_bridge(replies=replies) as bridge:
         call = await bridge.place_call()
         async with bridge.dial(call) as caller:
             await caller.wait_played(200)
@@ -258,14 +259,12 @@ async def test_tool_mistakes_go_back_to_the_model_and_the_call_goes_on(
 
 
 async def test_hang_up_counts_as_done_when_twilio_has_already_ended_the_call(
-    clean_env: Path, tmp_path: Path, twilio: TwilioRestStandIn
+    open_bridge: OpenBridge, twilio: TwilioRestStandIn
 ) -> None:
     replies = [
         Reply(text="Goodbye.", audio_ms=200, tool_call=ToolCall("end_call", {"reason": "test"}))
     ]
-    async with running_bridge(
-        f"sqlite:///{tmp_path / 'highway.db'}", twilio, replies=replies
-    ) as bridge:
+    async with open_bridge(replies=replies) as bridge:
         call = await bridge.place_call()
         twilio.forget(call.call_sid)  # Twilio answers 20404 for it
         async with bridge.dial(call) as caller:
@@ -470,12 +469,8 @@ async def test_an_expired_openai_session_rolls_over_to_a_new_one(bridge: Bridge)
     assert record["status"] == "completed"
 
 
-async def test_a_long_call_rolls_over_before_openais_limit(
-    clean_env: Path, tmp_path: Path, twilio: TwilioRestStandIn
-) -> None:
-    async with running_bridge(
-        f"sqlite:///{tmp_path / 'highway.db'}",
-        twilio,
+async def test_a_long_call_rolls_over_before_openais_limit(open_bridge: OpenBridge) -> None:
+    async with open_bridge(
         replies=[GREETING],
         HIGHWAY_OPENAI_SESSION_SECONDS="0.3",
     ) as bridge:
@@ -494,12 +489,8 @@ async def test_a_long_call_rolls_over_before_openais_limit(
     assert not any(e["type"] == "response.create" for e in second.client_events)
 
 
-async def test_a_missed_pong_counts_as_a_drop(
-    clean_env: Path, tmp_path: Path, twilio: TwilioRestStandIn
-) -> None:
-    async with running_bridge(
-        f"sqlite:///{tmp_path / 'highway.db'}",
-        twilio,
+async def test_a_missed_pong_counts_as_a_drop(open_bridge: OpenBridge) -> None:
+    async with open_bridge(
         replies=[GREETING],
         HIGHWAY_KEEPALIVE_SECONDS="0.2",
     ) as bridge:
@@ -537,11 +528,9 @@ async def test_no_start_within_the_limit_ends_the_call(
     ],
 )
 async def test_idle_and_maximum_time_end_the_call(
-    clean_env: Path, tmp_path: Path, twilio: TwilioRestStandIn, setting: str, reason: str
+    open_bridge: OpenBridge, setting: str, reason: str
 ) -> None:
-    async with running_bridge(
-        f"sqlite:///{tmp_path / 'highway.db'}", twilio, replies=[GREETING], **{setting: "0.8"}
-    ) as bridge:
+    async with open_bridge(replies=[GREETING], **{setting: "0.8"}) as bridge:
         call = await bridge.place_call()
         async with bridge.dial(call) as caller:
             model = await bridge.model_session()
@@ -557,10 +546,10 @@ async def test_idle_and_maximum_time_end_the_call(
 
 
 async def test_a_verification_that_cannot_be_loaded_fails_the_call(
-    clean_env: Path, tmp_path: Path, twilio: TwilioRestStandIn
+    open_bridge: OpenBridge, tmp_path: Path
 ) -> None:
-    database = tmp_path / "highway.db"
-    async with running_bridge(f"sqlite:///{database}", twilio, replies=[GREETING]) as bridge:
+    database = tmp_path / "highway.db"  # the one open_bridge uses
+    async with open_bridge(replies=[GREETING]) as bridge:
         call = await bridge.place_call()
         with sqlite3.connect(database) as broken:  # a row this version cannot read
             broken.execute("UPDATE verifications SET fields = 'garbage'")
@@ -597,9 +586,7 @@ async def test_shutdown_lets_live_calls_go_on_then_closes_them_with_1001(
         services: Services = app.extensions[EXTENSION_KEY]
         watcher = HubWatcher(services.hub)
         await nursery.start(watcher.run)
-        async with httpx.AsyncClient(
-            base_url=binds[0], headers={"Authorization": f"Bearer {API_KEY}"}, trust_env=False
-        ) as client:
+        async with api_client(binds[0]) as client:
             bridge = Bridge(Highway(binds[0], client, twilio), agent, services, watcher)
             call = await bridge.place_call()
             async with bridge.dial(call) as caller:
