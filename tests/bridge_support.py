@@ -149,3 +149,5 @@ async def running_bridge(
         ):
             yield Bridge(Highway(url, client, twilio), agent, services, watcher)
         nursery.cancel_scope.cancel()
+    # Every event Highway sent was valid for the openai SDK's types, with no unknown field.
+    assert [s.invalid_events for s in agent.sessions if s.invalid_events] == []

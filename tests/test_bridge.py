@@ -629,3 +629,34 @@ async def test_a_failing_call_does_not_touch_another(bridge: Bridge) -> None:
     fine = await bridge.ended_call(healthy.call_id)
     assert failed["status"] == "failed" and failed["endReason"] == "openai_unavailable"
     assert fine["status"] == "completed" and fine["endReason"] == "caller_hung_up"
+
+
+async def test_openai_error_events_are_logged_and_the_call_goes_on(
+    bridge: Bridge, caplog: pytest.LogCaptureFixture
+) -> None:
+    call = await bridge.place_call()
+    async with bridge.dial(call) as caller:
+        model = await bridge.model_session()
+        await caller.wait_played(600)
+        await model.send_error("rate_limit_exceeded", "Slow down.")
+        caller.say_speech(400)
+        with trio.fail_after(5):
+            await caller.wait_received(1000)  # answered on the same session
+        await caller.hang_up()
+    record = await bridge.ended_call(call.call_id)
+    assert record["endReason"] == "caller_hung_up"
+    assert len(bridge.agent.sessions) == 1
+    assert "OpenAI error rate_limit_exceeded: Slow down." in caplog.text
+
+
+async def test_a_second_stream_for_a_live_call_is_refused(bridge: Bridge) -> None:
+    call = await bridge.place_call()
+    async with bridge.dial(call) as caller:
+        await caller.wait_played(100)
+        async with bridge.dial(call) as intruder:
+            with trio.fail_after(2):
+                await intruder.wait_closed()
+        assert intruder.close_code == 1008
+        await caller.wait_played(600)  # the first stream is untouched
+        await caller.hang_up()
+    assert (await bridge.ended_call(call.call_id))["endReason"] == "caller_hung_up"

@@ -100,7 +100,6 @@ class MediaStreamRoute:
             await caller.accept()
             await caller.close(refusal.code)
             return
-        await caller.accept()
         session = CallSession(
             call=call,
             caller=caller,
@@ -111,6 +110,7 @@ class MediaStreamRoute:
             twilio=self.services.twilio,
         )
         with self.services.live_call(call.id, session):
+            await caller.accept()
             await session.run()
 
     async def _admit(self, scope: Scope) -> Call:
@@ -123,8 +123,6 @@ class MediaStreamRoute:
             signed_url = stream_url(self.settings.public_url, verification_id, call_id)
             if not self._signatures.is_valid(signed_url, {}, signature):
                 raise Refused("invalid or missing Twilio signature")
-        if self.services.is_live(call_id):
-            raise Refused(f"call {call_id} already has a stream")
         try:
             call = await self.services.store.get_call(call_id)
         except DatabaseUnavailable as error:
@@ -137,6 +135,9 @@ class MediaStreamRoute:
             raise Refused(f"call {call_id} does not belong to verification {verification_id}")
         if call_status.is_terminal(call.status):
             raise Refused(f"call {call_id} has already ended ({call.status})")
+        # Checked after the last await, so that two handshakes cannot both pass it.
+        if self.services.is_live(call_id):
+            raise Refused(f"call {call_id} already has a stream")
         return call
 
 
