@@ -9,13 +9,17 @@ BIN    := $(VENV)/bin
 SOURCES := pyproject.toml setup.py $(wildcard codec/*.pyx codec/*.pxd codec/*.c codec/*.h)
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: run test bench-codec bench-barge-in lint format filters clean
+.PHONY: run test bench bench-codec bench-barge-in lint format filters clean
 
 run: $(VENV)/.installed-run
 	$(BIN)/highway serve
 
 test: $(VENV)/.installed-test
 	$(BIN)/pytest
+
+# End-to-end delay, capacity and soak: see benchmarks/e2e.py --help (ARGS="--calls 20").
+bench: $(VENV)/.installed-bench
+	$(BIN)/python -m benchmarks.e2e $(ARGS)
 
 bench-codec: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/codec_bench.py
