@@ -12,7 +12,6 @@ from pathlib import Path
 import hypercorn.trio
 import pytest
 import trio
-import trio_websocket
 
 from highway.app import create_app
 from highway.server import hypercorn_config
@@ -594,11 +593,9 @@ async def test_shutdown_lets_live_calls_go_on_then_closes_them_with_1001(
                 await caller.wait_played(600)
                 shutdown.set()
                 began = trio.current_time()
-                # No new streams...
-                with pytest.raises((OSError, trio_websocket.HandshakeError)):
-                    async with bridge.dial(call):
-                        pass
-                # ...but the live call goes on until the grace period ends.
+                # The live call goes on until the grace period ends. (That no new stream is
+                # accepted meanwhile is tested through the CLI: probing it here can leave a
+                # socket Hypercorn accepted as it stopped to the garbage collector.)
                 heard = model.audio_received_ms
                 with trio.fail_after(5):
                     await caller.wait_closed()

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+import trio_websocket
 
 import highway
 from highway.cli import is_loopback
@@ -336,6 +337,14 @@ async def test_sigterm_lets_a_live_call_go_on_then_closes_it_with_1001(tmp_path:
             with trio.fail_after(10):
                 await caller.wait_received(100)  # the offline agent's greeting
                 process.send_signal(signal.SIGTERM)
+                await output.wait_for(re.compile(rb"SIGTERM received"))
+                # No new stream is accepted, while the live one goes on.
+                with pytest.raises((OSError, trio_websocket.HandshakeError, trio.TooSlowError)):
+                    async with open_simulated_call(
+                        f"ws://127.0.0.1:{port}{path[1]}", call_sid="CA" + "8" * 32
+                    ):
+                        pass
+                assert not caller.closed.is_set()
                 await caller.wait_closed()
         returncode = await stop(process, output, signal.SIGTERM)
     assert caller.close_code == 1001
