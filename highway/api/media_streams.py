@@ -14,7 +14,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from highway.call.session import CallSession
+from highway.call.session import POLICY_VIOLATION, CallSession
 from highway.config import Settings
 from highway.services import Services
 from highway.store import Call, DatabaseUnavailable, StoreError, call_status
@@ -27,7 +27,6 @@ log = logging.getLogger(__name__)
 
 MEDIA_STREAM_PREFIX = "/media-stream/"
 _PATH = re.compile(r"/media-stream/(\d{1,18})/(\d{1,18})/?")
-POLICY_VIOLATION = 1008
 TRY_AGAIN_LATER = 1013
 
 Scope = dict[str, Any]

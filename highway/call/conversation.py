@@ -38,8 +38,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Milliseconds of audio per base64 character, before padding: µ-law is 8 bytes per ms and
-# PCM16 at 24 kHz 48; every 4 base64 characters carry 3 bytes.
+# Bytes of audio per millisecond: µ-law at 8 kHz, and PCM16 at 24 kHz.
 _ULAW_BYTES_PER_MS = 8
 _PCM24K_BYTES_PER_MS = 48
 

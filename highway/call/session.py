@@ -64,6 +64,7 @@ CALLER_CLOSE_TIMEOUT_SECONDS = 1.0
 
 NORMAL_CLOSURE = 1000
 GOING_AWAY = 1001
+POLICY_VIOLATION = 1008
 INTERNAL_ERROR = 1011
 
 # Hub event names the seed's dashboard used; see highway.dashboard.
@@ -210,10 +211,12 @@ class CallSession:
         self.hub.publish("callStatus", self.call.id, status="inactive")
         self.hub.publish("clientDisconnected", self.call.id, reason=ending.reason)
         log.info(
-            "call %d ended: %s (model connections %d, bad frames %d, barge-ins %d)",
+            "call %d ended: %s (model connections %d, model errors %d, bad frames %d,"
+            " barge-ins %d)",
             self.call.id,
             ending.reason,
             self.model_connections,
+            self.model_errors,
             self.bad_frames,
             self.conversation.barge_ins,
         )
@@ -225,20 +228,15 @@ class CallSession:
         if verification_id is not None:
             try:
                 self.verification = await self.store.get_verification(verification_id)
+                problem = None if self.verification else f"verification {verification_id} not found"
             except Exception as error:  # the database, or a row this version cannot read
-                log.error("call %d: cannot load its verification: %r", self.call.id, error)
+                problem = repr(error)
+            if problem is not None:
+                log.error("call %d: cannot load its verification: %s", self.call.id, problem)
                 self.end(
                     "verification_unavailable",
                     failed=True,
-                    error=str(error),
-                    close_code=INTERNAL_ERROR,
-                )
-                return
-            if self.verification is None:
-                self.end(
-                    "verification_unavailable",
-                    failed=True,
-                    error=f"verification {verification_id} not found",
+                    error=problem,
                     close_code=INTERNAL_ERROR,
                 )
                 return
@@ -516,7 +514,12 @@ class CallSession:
         expected = self.call.call_sid
         if expected is not None and start.call_sid != expected:
             log.warning("call %d: stream for another Twilio call; closing", self.call.id)
-            self.end("wrong_call", failed=True, error="stream for another call", close_code=1008)
+            self.end(
+                "wrong_call",
+                failed=True,
+                error="stream for another call",
+                close_code=POLICY_VIOLATION,
+            )
             return False
         self._started.set()
         self._spawn(self._record_start, start)
