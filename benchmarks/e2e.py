@@ -1,35 +1,34 @@
 """End-to-end benchmark: the delay Highway adds to each leg of a call, its CPU and memory.
 
 Runs N simulated Twilio calls (20 ms µ-law frames, paced in real time) through Highway to
-the OpenAI Realtime stand-in, all on 127.0.0.1. The harness (simulator and stand-in) runs
-in this process on one CPU core; the server runs in its own process, pinned to another.
-Each load point runs twice: against a bare relay (the floor: the harness's own delays) and
-against Highway; figures are reported absolute and over the floor.
+a stand-in OpenAI Realtime model, all on 127.0.0.1. The harness (both simulated sides, on
+the lean WebSockets of `lean_ws`) runs in this process on one CPU core; the server runs
+in its own process, pinned to another. Each load point runs twice: against a bare relay
+(the floor: the harness's own delays) and against Highway; figures are reported absolute
+and over the floor.
 
-Legs, matched call by call in order (Highway forwards frames one for one):
-- caller_to_model: Twilio frame sent -> the stand-in received its input_audio_buffer.append
-- model_to_caller: the stand-in sent an audio delta -> the simulator received the media
-- barge_in: the stand-in sent speech_started -> the simulator received `clear`
-- first_audio: Twilio `start` -> the first media back (the stand-in answers at once)
+Legs, matched call by call (by a stamp in the audio in µ-law mode, in order in pcm24k):
+- caller_to_model: Twilio frame sent -> the model received its input_audio_buffer.append
+- model_to_caller: the model sent an audio delta -> the caller received the media
+- barge_in: the model sent speech_started -> the caller received `clear`
+- first_audio: Twilio `start` -> the first media back (the model answers at once)
 
-Each call's caller barges in on every answer (4 s of audio, sent in real time) after
-0.8-2 s, so all four legs are exercised continuously. Lost and reordered frames are found
-from a stamp in each frame (µ-law mode only; in pcm24k the audio is transcoded).
+The model answers in real time and every caller barges in 0.8-2 s into every answer, so
+all four legs, marks and transcript records run continuously (see `load_model`).
 
-    python benchmarks/e2e.py                      # the sweep, both modes (make bench)
-    python benchmarks/e2e.py --calls 20 --mode pcmu --seconds 20
-    python benchmarks/e2e.py --soak               # 100 calls for 10 minutes
+    python -m benchmarks.e2e                      # the sweep, both modes (make bench)
+    python -m benchmarks.e2e --calls 20 --mode pcmu --seconds 20
+    python -m benchmarks.e2e --soak               # 100 calls for 10 minutes
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
-import itertools
+import json
 import os
 import platform
-import random
 import re
+import subprocess
 import sys
 import tempfile
 from contextlib import asynccontextmanager, suppress
@@ -38,26 +37,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import psutil
 import trio
 from rich.progress import Progress
 
 from benchmarks import e2e_report
-from highway.testing.realtime_standin import RealtimeStandIn, Reply, StandInSession
-from highway.testing.twilio_media import (
-    CallClosedError,
-    SimulatedCall,
-    open_simulated_call,
-    read_stamp,
-)
 
 ROOT = Path(__file__).resolve().parents[1]
-REPLY = Reply(text="A four second answer from the stand-in.", audio_ms=4000)
 SWEEP = (1, 20, 50, 100, 150, 200)
 HARNESS_CORE, SERVER_CORE = 0, 1
-HARNESS = psutil.Process()
 RUNNING_ON = re.compile(r"Running on http://127\.0\.0\.1:(\d+)")
 LISTENING = re.compile(r"listening on (\d+)")
+TAIL_SECONDS = 0.5  # after the window, for frames in flight to land
 
 
 @dataclass(frozen=True)
@@ -66,6 +58,7 @@ class LoadPoint:
     mode: str  # "pcmu" or "pcm24k"
     calls: int
     seconds: float  # the measured window
+    delta_ms: int = 100  # the model's audio per delta
     warmup: float = 3.0
 
 
@@ -117,7 +110,12 @@ async def serve(target: str, mode: str, model_url: str, workdir: Path):  # type:
         server.url = f"{host}://127.0.0.1:{found[1]}"
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_drain, process.stderr, server.log)
-            yield server
+            try:
+                yield server
+            except BaseException:
+                tail = server.log.decode(errors="replace")[-4000:]
+                print(f"--- the tail of {target}'s log:\n{tail}", file=sys.stderr)
+                raise
             nursery.cancel_scope.cancel()
     finally:
         process.terminate()
@@ -151,111 +149,108 @@ async def stream_paths(server: Server, target: str, calls: int) -> list[str]:
     return paths
 
 
-async def caller_script(call: SimulatedCall, rng: random.Random) -> None:
-    """Barge in on every answer part-way through, forever."""
+class LineReader:
+    """JSON lines from the load generator's stdout."""
+
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+        self._stream = stream
+        self._buffer = b""
+
+    async def next(self) -> dict[str, Any]:
+        while b"\n" not in self._buffer:
+            chunk = await self._stream.receive_some()
+            if not chunk:
+                raise RuntimeError("the load generator stopped (its error is above)")
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return json.loads(line)
+
+
+@asynccontextmanager
+async def load_generator(point: LoadPoint):  # type: ignore[no-untyped-def]
+    """The load generator process, pinned to HARNESS_CORE; yields (process, its lines)."""
+    command = [sys.executable, "-m", "benchmarks.load_generator", "--mode", point.mode]
+    command += ["--delta-ms", str(point.delta_ms), "--seed", str(point.calls)]
+    process = await trio.lowlevel.open_process(
+        command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    with suppress(psutil.Error, OSError):
+        psutil.Process(process.pid).cpu_affinity([HARNESS_CORE % (os.cpu_count() or 1)])
     try:
-        while True:
-            await call.wait_received(call.received_ms + 1)
-            await trio.sleep(rng.uniform(0.8, 2.0))
-            call.say_speech(600)
-            await call.wait_said()
-    except CallClosedError:
-        return
-
-
-@dataclass
-class CallRecord:
-    call: SimulatedCall
-    session: StandInSession | None = None  # the stand-in's side, once it has connected
+        assert process.stdout is not None
+        yield process, LineReader(process.stdout)
+    finally:
+        process.kill()
+        await process.wait()
 
 
 async def run_point(point: LoadPoint, workdir: Path, progress: Progress) -> dict[str, Any]:
-    agent = RealtimeStandIn(
-        default_reply=REPLY, realtime_factor=1.0, record_events=False, record_timings=True
-    )
-    rng = random.Random(point.calls)
-    records: list[CallRecord] = []
-    task = progress.add_task(f"{point.target} {point.mode} ×{point.calls}", total=None)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(agent.serve)
-        async with serve(point.target, point.mode, agent.url, workdir) as server:
+    task = progress.add_task(_label(point, "starting"), total=None)
+    async with load_generator(point) as (generator, lines):
+        model_url = (await lines.next())["model_url"]
+        async with serve(point.target, point.mode, model_url, workdir) as server:
             paths = await stream_paths(server, point.target, point.calls)
-            base = server.url.replace("http://", "ws://")
-            hang_up = trio.Event()
-            async with trio.open_nursery() as calls:
-                for index, path in enumerate(paths):
-                    opened = await calls.start(_hold_call, base + path, rng, hang_up, records)
-                    assert opened is not None
-                    records[-1].session = await agent.wait_for_session(index)
-                    progress.update(task, description=_label(point, f"{index + 1} calls up"))
-                # The harness's own objects, made so far, need no more collecting.
-                gc.collect()
-                gc.freeze()
-                await _sleep_with_progress(progress, task, point, "warming up", point.warmup)
-                window_start = trio.current_time()
+            samples_file = workdir / "samples.npz"
+            plan = {
+                "port": int(server.url.rsplit(":", 1)[1]),
+                "paths": paths,
+                "warmup": point.warmup,
+                "seconds": point.seconds,
+                "tail": TAIL_SECONDS,
+                "samples_file": str(samples_file),
+            }
+            assert generator.stdin is not None
+            await generator.stdin.send_all(json.dumps(plan).encode() + b"\n")
+            while "window" not in (message := await lines.next()):
+                up = message["calls_up"]
+                progress.update(task, description=_label(point, f"{up} calls up"))
+                progress.refresh()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_show_window, progress, task, point)
                 cpu_start, rss_start = _usage(server.ps)
-                harness_start = _usage(HARNESS)[0]
-                await _sleep_with_progress(progress, task, point, "measuring", point.seconds)
-                window_end = trio.current_time()
+                await lines.next()  # the window's end
                 cpu_end, rss_end = _usage(server.ps)
-                harness_end = _usage(HARNESS)[0]
-                hang_up.set()
+                nursery.cancel_scope.cancel()
+            result = await lines.next()
             finalised = await _finalised(server, point, len(paths))
-        nursery.cancel_scope.cancel()
     progress.remove_task(task)
-    seconds = window_end - window_start
-    samples, frames = collect(records, point.mode, window_start, window_end)
+    with np.load(samples_file) as arrays:
+        samples = {leg: arrays[leg].tolist() for leg in arrays.files}
+    seconds = result["harness"]["seconds"]
+    harness = result["harness"]
     return e2e_report.make_run(
         target=point.target,
         mode=point.mode,
         calls=point.calls,
         seconds=seconds,
         samples=samples,
-        frames=frames,
+        frames=result["frames"],
         server={
             "cpu_percent": 100 * (cpu_end - cpu_start) / seconds,
             "rss_mb": rss_end / 2**20,
             "rss_growth_mb": (rss_end - rss_start) / 2**20,
-            # Not the server's: when this nears 100 %, the harness is what limits the figures.
-            "harness_cpu_percent": 100 * (harness_end - harness_start) / seconds,
+            # The harness's own load and lag: if these grow, it is the harness that limits.
+            "harness_cpu_percent": harness["cpu_percent"],
+            "harness_lag_max_ms": harness["lag_max_ms"],
+            "harness_send_stalls": harness["send_stalls"],
         },
         calls_started=len(paths),
         calls_finalised=finalised,
     )
 
 
-async def _hold_call(
-    url: str,
-    rng: random.Random,
-    hang_up: trio.Event,
-    records: list[CallRecord],
-    *,
-    task_status: trio.TaskStatus[bool] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    sid = f"CA{len(records):032x}"
-    async with open_simulated_call(url, call_sid=sid, timing=True) as call:
-        records.append(CallRecord(call))
-        task_status.started(True)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(caller_script, call, rng)
-            await hang_up.wait()
-            nursery.cancel_scope.cancel()
-        await call.hang_up()
+async def _show_window(progress: Progress, task: Any, point: LoadPoint) -> None:
+    """The progress bar through warm-up (already over) and the measured window."""
+    progress.update(task, description=_label(point, "measuring"), total=point.seconds)
+    start = trio.current_time()
+    while True:
+        progress.update(task, completed=min(point.seconds, trio.current_time() - start))
+        progress.refresh()
+        await trio.sleep(0.5)
 
 
 def _label(point: LoadPoint, what: str) -> str:
     return f"{point.target} {point.mode} ×{point.calls}: {what}"
-
-
-async def _sleep_with_progress(
-    progress: Progress, task: Any, point: LoadPoint, what: str, seconds: float
-) -> None:
-    progress.update(task, description=_label(point, what), total=seconds, completed=0)
-    end = trio.current_time() + seconds
-    while (left := end - trio.current_time()) > 0:
-        await trio.sleep(min(0.5, left))
-        progress.update(task, completed=seconds - max(0.0, end - trio.current_time()))
-        progress.refresh()
 
 
 def _usage(ps: psutil.Process) -> tuple[float, int]:
@@ -280,59 +275,6 @@ async def _finalised(server: Server, point: LoadPoint, calls: int) -> int:
     return ended
 
 
-def collect(
-    records: list[CallRecord], mode: str, start: float, end: float
-) -> tuple[dict[str, list[float]], dict[str, int]]:
-    """Latency samples (ms) of events sent within [start, end), and frame counts."""
-    legs: dict[str, list[float]] = {
-        "caller_to_model": [],
-        "model_to_caller": [],
-        "barge_in": [],
-        "first_audio": [],
-    }
-    frames = {"sent": 0, "received": 0, "lost": 0, "reordered": 0}
-    for record in records:
-        assert record.session is not None
-        call, timings = record.call, record.session.timings
-        assert call.frames_sent_at is not None and timings is not None
-        sent, arrived = call.frames_sent_at, timings.appends
-        counted = [k for k, at in enumerate(sent) if start <= at < end]
-        frames["sent"] += len(counted)
-        frames["received"] += sum(1 for k in counted if k < len(arrived))
-        frames["lost"] += sum(1 for k in counted if k >= len(arrived))
-        legs["caller_to_model"] += [
-            1000 * (arrived[k] - sent[k]) for k in counted if k < len(arrived)
-        ]
-        if mode == "pcmu":
-            stamps = [read_stamp(head) for head in timings.heads]
-            frames["reordered"] += sum(
-                1 for a, b in itertools.pairwise(stamps) if (b - a) % 65536 > 32768
-            )
-        deltas, media = timings.deltas, call.media_received
-        legs["model_to_caller"] += [
-            1000 * (media[k][0] - deltas[k])
-            for k in range(min(len(deltas), len(media)))
-            if start <= deltas[k] < end
-        ]
-        legs["barge_in"] += _barge_ins(
-            timings.speech_started, [c.at for c in call.clears], start, end
-        )
-        if call.started_at is not None and media:
-            legs["first_audio"].append(1000 * (media[0][0] - call.started_at))
-    return legs, frames
-
-
-def _barge_ins(started: list[float], clears: list[float], start: float, end: float) -> list[float]:
-    """Each clear against the last speech_started before it."""
-    samples, k = [], 0
-    for clear in clears:
-        while k + 1 < len(started) and started[k + 1] <= clear:
-            k += 1
-        if started and started[k] <= clear and start <= started[k] < end:
-            samples.append(1000 * (clear - started[k]))
-    return samples
-
-
 def machine() -> dict[str, Any]:
     return {
         "cpu": platform.processor() or platform.machine(),
@@ -351,8 +293,8 @@ async def main(args: argparse.Namespace) -> None:
     with suppress(OSError):
         os.sched_setaffinity(0, {HARNESS_CORE % (os.cpu_count() or 1)})
     runs = []
-    # No refresh thread: rendering on another thread would hold the GIL at random moments
-    # and show up as harness delay; the sleep loops refresh it twice a second instead.
+    # No refresh thread: this process shares the load generator's core, so it refreshes
+    # only when something changes, twice a second at most.
     with tempfile.TemporaryDirectory() as workdir, Progress(auto_refresh=False) as progress:
         for mode in modes:
             for calls in counts:

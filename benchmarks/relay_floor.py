@@ -1,11 +1,11 @@
 """The benchmark's floor: the least a bridge can do, with no Highway in it.
 
-A bare trio-websocket server that relays each Twilio media stream to the model and back:
-media payloads become `input_audio_buffer.append`, audio deltas become Twilio `media`, and
-`speech_started` becomes a `clear`. The session is µ-law both ways in every mode. No
-checks, records, marks or playback tracking. Run against the same harness as Highway, its
-delays are the harness's own (two socket hops and the stand-ins), which the benchmark
-subtracts to get the delay Highway adds.
+A bare relay on the benchmark's own lean WebSockets (`benchmarks/lean_ws.py`): each Twilio
+media payload becomes an `input_audio_buffer.append`, each audio delta a Twilio `media`,
+and `speech_started` a `clear`. No JSON parsing of audio messages, no checks, records,
+marks, playback tracking or transcoding (in pcm24k mode it relays the 24 kHz audio as it
+is). Run against the same harness as Highway, its delays are the harness's own: two socket
+hops each way and the two simulators. The benchmark subtracts them to get what Highway adds.
 
     python benchmarks/relay_floor.py --model-url ws://127.0.0.1:PORT/v1/realtime
 """
@@ -13,67 +13,90 @@ subtracts to get the delay Highway adds.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
-from functools import partial
+from urllib.parse import urlsplit
 
 import orjson
-import trio
-import trio_websocket
 
-from highway.realtime import openai_events
-from highway.telephony import media_stream
+from benchmarks import lean_ws
+from benchmarks.load_loop import Loop
 
-# µ-law both ways in every audio mode: the floor relays, it never transcodes.
-_SESSION = openai_events.session_update(
-    openai_events.SessionConfig(instructions="floor", voice="marin", audio_mode="pcmu", tools=())
-)
+_MEDIA = b'{"event":"media"'
+_START = b'{"event":"start"'
+_PAYLOAD = b'"payload":"'
+_DELTA = b'{"type":"response.output_audio.delta"'
+_DELTA_AUDIO = b'"delta":"'
+_SPEECH_STARTED = b'{"type":"input_audio_buffer.speech_started"'
 
 
-async def relay(model_url: str, request: trio_websocket.WebSocketRequest) -> None:
-    twilio = await request.accept()
-    async with trio_websocket.open_websocket_url(model_url) as model, trio.open_nursery() as tasks:
-        stream_sid: list[str] = []
-        tasks.start_soon(_to_caller, model, twilio, stream_sid)
+def _quoted_after(message: bytes, key: bytes) -> bytes:
+    start = message.index(key) + len(key)
+    return message[start : message.index(b'"', start)]
+
+
+class Relay:
+    """One call: Twilio's stream and the model's, relayed both ways."""
+
+    def __init__(self, loop: Loop, model: tuple[str, int, str], twilio: lean_ws.Connection):
+        self.loop = loop
+        self.twilio = twilio
+        self.upstream = lean_ws.connect(*model)
+        self.stream_sid = b""
+        loop.read(twilio.sock, self._from_caller)
+        loop.read(self.upstream.sock, self._from_model)
+
+    def _from_caller(self) -> None:
         try:
-            while True:
-                message = orjson.loads(await twilio.get_message())
-                if message["event"] == "media":
-                    await model.send_message(
-                        openai_events.append_audio(message["media"]["payload"])
-                    )
-                elif message["event"] == "start":
-                    stream_sid.append(message["start"]["streamSid"])
-                    await model.send_message(openai_events.response_create())
-        except trio_websocket.ConnectionClosed:
-            tasks.cancel_scope.cancel()
+            messages = self.twilio.receive()
+        except lean_ws.Closed:
+            self._close()
+            return
+        for message in messages:
+            if message.startswith(_MEDIA):
+                audio = _quoted_after(message, _PAYLOAD)
+                self.upstream.send(b'{"type":"input_audio_buffer.append","audio":"%s"}' % audio)
+            elif message.startswith(_START):
+                self.stream_sid = orjson.loads(message)["start"]["streamSid"].encode()
+                self.upstream.send(b'{"type":"response.create"}')
+
+    def _from_model(self) -> None:
+        try:
+            messages = self.upstream.receive()
+        except lean_ws.Closed:
+            self._close()
+            return
+        for message in messages:
+            if message.startswith(_DELTA):
+                audio = _quoted_after(message, _DELTA_AUDIO)
+                self.twilio.send(
+                    b'{"event":"media","streamSid":"%s","media":{"payload":"%s"}}'
+                    % (self.stream_sid, audio)
+                )
+            elif message.startswith(_SPEECH_STARTED):
+                self.twilio.send(b'{"event":"clear","streamSid":"%s"}' % self.stream_sid)
+
+    def _close(self) -> None:
+        for connection in (self.twilio, self.upstream):
+            if not connection.closed:
+                self.loop.forget(connection.sock)
+                connection.close()
 
 
-async def _to_caller(
-    model: trio_websocket.WebSocketConnection,
-    twilio: trio_websocket.WebSocketConnection,
-    stream_sid: list[str],
-) -> None:
-    while True:
-        event = orjson.loads(await model.get_message())
-        kind = event["type"]
-        if kind == "response.output_audio.delta" and stream_sid:
-            await twilio.send_message(media_stream.media_frame(stream_sid[0], event["delta"]))
-        elif kind == "input_audio_buffer.speech_started" and stream_sid:
-            await twilio.send_message(media_stream.clear_frame(stream_sid[0]))
+def main(model_url: str, port: int) -> None:
+    parts = urlsplit(model_url)
+    model = (parts.hostname or "127.0.0.1", parts.port or 80, f"{parts.path}?{parts.query}")
+    loop = Loop()
+    listener = lean_ws.listen(port=port)
 
+    def accept() -> None:
+        accepted = lean_ws.accept(listener)
+        if accepted is not None:
+            Relay(loop, model, accepted[0])
 
-async def main(model_url: str, port: int) -> None:
-    async with trio.open_nursery() as nursery:
-        servers = await nursery.start(
-            partial(
-                trio_websocket.serve_websocket,
-                partial(relay, model_url),
-                "127.0.0.1",
-                port,
-                ssl_context=None,
-            )
-        )
-        print(f"listening on {servers.port}", file=sys.stderr, flush=True)
+    loop.read(listener, accept)
+    print(f"listening on {listener.getsockname()[1]}", file=sys.stderr, flush=True)
+    loop.run_until(math.inf)
 
 
 if __name__ == "__main__":
@@ -81,4 +104,4 @@ if __name__ == "__main__":
     parser.add_argument("--model-url", required=True, help="the model's Realtime URL")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
-    trio.run(main, f"{args.model_url}?model=floor", args.port)
+    main(f"{args.model_url}?model=floor", args.port)

@@ -42,8 +42,6 @@ from highway.testing.twilio_media import (
     CallClosedError,
     SimulatedCall,
     open_simulated_call,
-    read_stamp,
-    stamp_frame,
 )
 from highway.testing.wav import load_wav_ulaw, write_wav_ulaw
 
@@ -638,10 +636,3 @@ def test_write_wav_ulaw_writes_8_khz_16_bit_mono(tmp_path: Path):
         assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (1, 2, 8000)
         assert wav.readframes(wav.getnframes()) == codec.ulaw_decode(ulaw)
     assert codec.ulaw_decode(load_wav_ulaw(tmp_path / "heard.wav")) == codec.ulaw_decode(ulaw)
-
-
-@pytest.mark.parametrize("number", [0, 1, 4095, 51234, 65535, 65536 + 7])
-def test_a_frame_stamp_reads_back_and_stays_near_silent(number: int) -> None:
-    stamped = stamp_frame(bytes([0xFF]) * 160, number)
-    assert read_stamp(stamped) == number % 65536
-    assert len(stamped) == 160 and all(code >= 0xF0 for code in stamped[:4])

@@ -16,5 +16,6 @@ ANSWER = Reply(text="I heard you. This is the offline agent speaking.", audio_ms
 
 
 def offline_agent() -> RealtimeStandIn:
-    """A stand-in agent that greets, then answers every turn the same way."""
-    return RealtimeStandIn([GREETING], default_reply=ANSWER)
+    """A stand-in agent that greets, then answers every turn the same way. It keeps no
+    client events: `highway serve` may run for weeks."""
+    return RealtimeStandIn([GREETING], default_reply=ANSWER, record_events=False)

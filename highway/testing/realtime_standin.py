@@ -403,16 +403,6 @@ class ResponseRecord:
             await self._cancelled.wait()
 
 
-@dataclass
-class SessionTimings:
-    """When things happened on one session (trio clock), for benchmarks."""
-
-    appends: list[float] = field(default_factory=list)  # input_audio_buffer.append received
-    deltas: list[float] = field(default_factory=list)  # response.output_audio.delta sent
-    speech_started: list[float] = field(default_factory=list)  # speech_started sent
-    heads: list[bytes] = field(default_factory=list)  # each append's first 4 audio bytes
-
-
 class StandInSession:
     """One client connection, as the stand-in sees it."""
 
@@ -440,7 +430,6 @@ class StandInSession:
         self._ws = ws
         self._stream = stream
         self._drop_after = standin._drop_after
-        self.timings = SessionTimings() if standin.record_timings else None
         self._thawed = trio.Event()  # cleared by freeze()
         self._thawed.set()
         self._by_type: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -568,8 +557,6 @@ class StandInSession:
             self.invalid_events.append((raw, exc.message))
             await self._send(_error(exc.code, exc.message, exc.param, exc.event_id))
             return None
-        if self.timings is not None and data["type"] == "input_audio_buffer.append":
-            self.timings.appends.append(trio.current_time())
         if self._standin.record_events:
             self.client_events.append(data)
             self._by_type[data["type"]].append(data)
@@ -610,8 +597,6 @@ class StandInSession:
             await self._reject(event, "invalid_value", "Invalid base64 in 'audio'.", "audio")
             return
         audio_format = _setting(self.config, "audio", "input", "format", "type") or "audio/pcm"
-        if self.timings is not None:
-            self.timings.heads.append(audio[:4])
         ms = len(audio) / _BYTES_PER_MS[audio_format]
         self.audio_received_ms += ms
         self._buffer_ms += ms
@@ -634,8 +619,6 @@ class StandInSession:
         # Cancelled first, so that no delta of the answer follows the speech_started.
         if self._active is not None and turn_detection.get("interrupt_response", True) is not False:
             self._active.cancel("turn_detected")
-        if self.timings is not None:
-            self.timings.speech_started.append(trio.current_time())
         await self._send(
             {
                 "type": "input_audio_buffer.speech_started",
@@ -872,8 +855,6 @@ class StandInSession:
                 await record.sleep_until(start + record.audio_ms / 1000 / standin.realtime_factor)
             if record.cancel_reason is not None:
                 break
-            if self.timings is not None:
-                self.timings.deltas.append(trio.current_time())
             await self._send({"type": "response.output_audio.delta", "delta": audio, **part})
             record.audio_ms += ms
             stored.audio_ms = record.audio_ms
@@ -970,16 +951,14 @@ class RealtimeStandIn:
         delta_ms: int = 100,
         realtime_factor: float | None = None,
         record_events: bool = True,
-        record_timings: bool = False,
     ) -> None:
         """`replies` are used one per response, then `default_reply`; `user_transcripts` one
         per committed user turn, then "(speech)". `realtime_factor`: None sends audio deltas
         as fast as possible, 1.0 in real time from the response's start, 2.0 twice as fast.
-        Benchmarks turn `record_events` off (the sessions' memory then stays flat) and
-        `record_timings` on (each session's `timings`).
+        `record_events` off keeps no client events (the sessions' memory then stays flat), for
+        a long-running server.
         """
         self.record_events = record_events
-        self.record_timings = record_timings
         self.api_key = api_key
         self.default_reply = default_reply
         self.delta_ms = delta_ms

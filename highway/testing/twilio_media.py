@@ -76,7 +76,6 @@ class SimulatedCall:
         custom_parameters: Mapping[str, str],
         continuous: bool,
         record: bool,
-        timing: bool = False,
     ) -> None:
         self.call_sid = call_sid
         self.stream_sid = stream_sid
@@ -85,8 +84,6 @@ class SimulatedCall:
         # When the last frame of queued caller audio was sent (for latency measurements).
         self.last_said_at: float | None = None
         self.media_received: list[tuple[float, int]] = []
-        # When each media frame was sent (trio clock), if asked for: for benchmarks.
-        self.frames_sent_at: list[float] | None = [] if timing else None
         self.marks_sent_by_server: list[str] = []
         self.marks_echoed: list[tuple[float, str]] = []
         self.clears: list[ClearSeen] = []
@@ -292,9 +289,6 @@ class SimulatedCall:
                 continue
             sent_at = trio.current_time()
             frame = self._take_frame() if said else _SILENCE_FRAME
-            if self.frames_sent_at is not None:
-                self.frames_sent_at.append(sent_at)
-                frame = stamp_frame(frame, frame_number)
             await self._send_media(frame, frame_number)
             if said and not self._mic_buffer:
                 self.last_said_at = sent_at
@@ -463,19 +457,6 @@ class SimulatedCall:
         await self._changed.wait()
 
 
-def stamp_frame(frame: bytes, number: int) -> bytes:
-    """`frame` with `number` (mod 65536) in its first 4 bytes, one nibble per byte, as
-    near-silent µ-law codes (0xF0-0xFF): benchmarks read it back to find lost or reordered
-    frames. Four quiet samples in 160 change nothing a VAD would notice."""
-    stamp = bytes(0xF0 | (number >> shift) & 0xF for shift in (12, 8, 4, 0))
-    return stamp + frame[4:]
-
-
-def read_stamp(audio: bytes) -> int:
-    """The number `stamp_frame` put in µ-law `audio`."""
-    return (audio[0] & 0xF) << 12 | (audio[1] & 0xF) << 8 | (audio[2] & 0xF) << 4 | audio[3] & 0xF
-
-
 def _field(message: dict[str, Any], section: str, name: str) -> object:
     body = message.get(section)
     return body.get(name) if isinstance(body, dict) else None
@@ -494,14 +475,13 @@ async def open_simulated_call(
     send_start: bool = True,
     continuous: bool = True,
     record: bool = False,
-    timing: bool = False,
 ) -> AsyncIterator[SimulatedCall]:
     """Connect to a bridge's ws:// or wss:// `url` as Twilio would and yield the call.
 
     With `auth_token` the handshake is signed over `signed_url` (default `url`), the URL
     Twilio dialed. `continuous`: send silence whenever nothing is queued, as a phone line
-    does. `record`: keep what the caller heard, for `heard_ulaw`. `timing`: keep each media
-    frame's send time in `frames_sent_at`. Leaving closes the socket (1000) if still open.
+    does. `record`: keep what the caller heard, for `heard_ulaw`. Leaving closes the socket (1000)
+    if still open.
     """
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
@@ -530,7 +510,6 @@ async def open_simulated_call(
                 custom_parameters=custom_parameters or {},
                 continuous=continuous,
                 record=record,
-                timing=timing,
             )
             await nursery.start(call._run)
             try:
