@@ -39,6 +39,7 @@ class Connection:
         self.client = client
         self.stalls = 0  # sends that found the kernel's buffer full (the peer not reading)
         self.closed = False
+        self._peer_closed = False
         self._buffer = bytearray(buffered)
 
     def send(self, text: bytes, opcode: int = TEXT) -> None:
@@ -64,12 +65,16 @@ class Connection:
             self.closed = True
 
     def receive(self) -> list[bytes]:
-        """The text messages that have arrived (call when the socket is readable). Pings
-        are answered here. Raises Closed once the peer has closed."""
+        """The text messages that have arrived (call when the socket is readable, and once
+        after the handshake: its read may have brought messages too). Pings are answered
+        here. Raises Closed once the peer has closed, after the messages before its close."""
+        if self._peer_closed:
+            self.closed = True
+            raise Closed("closed by the peer")
         try:
             data = self.sock.recv(262144)
         except BlockingIOError:
-            return []
+            return self._messages()
         except OSError as error:
             self.closed = True
             raise Closed(str(error)) from None
@@ -113,7 +118,8 @@ class Connection:
             elif opcode == PING:
                 self.send(payload, PONG)
             elif opcode == CLOSE:
-                raise Closed("closed by the peer")
+                self._peer_closed = True  # raised by the next receive, after these messages
+                break
         del buffer[:position]
         return messages
 

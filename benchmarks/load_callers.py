@@ -63,6 +63,7 @@ class SimulatedCaller:
         """Send `connected` and `start`, and begin sending frames."""
         self.stream_sid = "MZ" + self.call_sid[2:]
         self.loop.read(self.connection.sock, self._read)
+        self._read()  # what came with the handshake
         self._send_event({"event": "connected", "protocol": "Call", "version": "1.0.0"})
         start = {
             "streamSid": self.stream_sid,

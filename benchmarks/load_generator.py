@@ -106,14 +106,17 @@ def _match(
     if stamps is None:
         return dict(enumerate(arrived[:sent])), 0
     matched: dict[int, float] = {}
-    reordered, number = 0, -1
+    reordered, number = 0, None
     for at, stamp in zip(arrived, stamps, strict=True):
-        # Stamps are 16 bits: unwrap each to the number nearest the one before it.
-        step = (stamp - number) % STAMPS
-        if step > STAMPS // 2:
-            step -= STAMPS
-            reordered += 1
-        number += step
+        if number is None:
+            number = stamp  # the first (numbering starts at 0, so it is below 65536)
+        else:
+            # Stamps are 16 bits: unwrap each to the number nearest the one before it.
+            step = (stamp - number) % STAMPS
+            if step > STAMPS // 2:
+                step -= STAMPS
+                reordered += 1
+            number += step
         matched[number] = at
     return matched, reordered
 

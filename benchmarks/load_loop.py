@@ -50,7 +50,7 @@ class Loop:
             now = perf_counter()
             while timers and timers[0][0] <= now:
                 when, _, callback = heapq.heappop(timers)
-                self.late_max = max(self.late_max, now - when)
+                self.late_max = max(self.late_max, perf_counter() - when)
                 callback()
             if done():
                 return True

@@ -61,6 +61,7 @@ class ModelSession:
     def open(self) -> None:
         self.connection.send(_event(type="session.created", session={"type": "realtime"}))
         self.load.loop.read(self.connection.sock, self._read)
+        self._read()  # what came with the handshake
 
     def _read(self) -> None:
         try:

@@ -45,6 +45,7 @@ class Relay:
         self.stream_sid = b""
         loop.read(twilio.sock, self._from_caller)
         loop.read(self.upstream.sock, self._from_model)
+        self._from_model()  # what came with the handshake's answer
 
     def _from_caller(self) -> None:
         try:
@@ -78,7 +79,7 @@ class Relay:
 
     def _close(self) -> None:
         for connection in (self.twilio, self.upstream):
-            if not connection.closed:
+            if connection.sock.fileno() != -1:  # not yet closed here (the peer may have)
                 self.loop.forget(connection.sock)
                 connection.close()
 
