@@ -35,6 +35,7 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -45,7 +46,8 @@ from rich.progress import Progress
 from benchmarks import e2e_report
 
 ROOT = Path(__file__).resolve().parents[1]
-SWEEP = (1, 20, 50, 100, 150, 200)
+SWEEP = (1, 10, 20, 30, 40, 50, 60, 80, 100, 150, 200)
+SWEEP_MISSES = 2  # load points over budget in a row that end a mode's sweep
 HARNESS_CORE, SERVER_CORE = 0, 1
 RUNNING_ON = re.compile(r"Running on http://127\.0\.0\.1:(\d+)")
 LISTENING = re.compile(r"listening on (\d+)")
@@ -60,15 +62,16 @@ class LoadPoint:
     seconds: float  # the measured window
     delta_ms: int = 100  # the model's audio per delta
     warmup: float = 3.0
+    url: str | None = None  # a Highway already running there, instead of starting one
+    model_port: int = 0  # where the model stand-in listens (0: any free port)
 
 
 @dataclass
 class Server:
     """The process under test and where it listens."""
 
-    process: trio.Process
     url: str
-    ps: psutil.Process
+    ps: psutil.Process | None  # None: not on this machine, so no CPU or memory figures
     log: bytearray = field(default_factory=bytearray)
 
 
@@ -95,9 +98,9 @@ async def serve(target: str, mode: str, model_url: str, workdir: Path):  # type:
     process = await trio.lowlevel.open_process(
         command, env=env, cwd=workdir, stdout=sys.stderr.fileno(), stderr=-1
     )
-    server = Server(process, "", psutil.Process(process.pid))
+    server = Server("", psutil.Process(process.pid))
     with suppress(psutil.Error, OSError):  # a machine with one core, or no affinity
-        server.ps.cpu_affinity([SERVER_CORE % (os.cpu_count() or 1)])
+        server.ps.cpu_affinity([SERVER_CORE % (os.cpu_count() or 1)])  # type: ignore[union-attr]
     try:
         assert process.stderr is not None
         with trio.fail_after(30):
@@ -124,6 +127,19 @@ async def serve(target: str, mode: str, model_url: str, workdir: Path):  # type:
         process.kill()
 
 
+@asynccontextmanager
+async def already_running(url: str):  # type: ignore[no-untyped-def]
+    """A Highway someone else started at `url`; its process is found if it is local."""
+    parts = urlsplit(url)
+    ps = None
+    with suppress(psutil.Error):
+        for connection in psutil.net_connections(kind="tcp"):
+            listening = connection.status == psutil.CONN_LISTEN
+            if listening and connection.laddr.port == parts.port and connection.pid:
+                ps = psutil.Process(connection.pid)
+    yield Server(f"{parts.scheme}://{parts.netloc}", ps)
+
+
 async def _drain(stream: trio.abc.ReceiveStream, log: bytearray) -> None:
     # The server's log must be read, or a full pipe would stall it; keep the tail only.
     while chunk := await stream.receive_some():
@@ -131,22 +147,37 @@ async def _drain(stream: trio.abc.ReceiveStream, log: bytearray) -> None:
         del log[: max(0, len(log) - 200_000)]
 
 
-async def stream_paths(server: Server, target: str, calls: int) -> list[str]:
-    """Each call's stream path: from Highway's /twilio/incoming TwiML, like Twilio."""
+async def place_calls(server: Server, target: str, calls: int) -> list[tuple[str, str]]:
+    """Each call's (CallSid, stream path): from Highway's /twilio/incoming TwiML, like Twilio.
+    CallSids are new on every run, as a running Highway keeps its calls."""
+    run = os.urandom(4).hex()
+    sids = [f"CA{run}{n:024x}" for n in range(calls)]
     if target == "floor":
-        return [f"/media-stream/0/{n}" for n in range(1, calls + 1)]
-    paths = []
-    async with httpx.AsyncClient(base_url=server.url, trust_env=False, timeout=30) as client:
-        for n in range(calls):
+        return [(sid, f"/media-stream/0/{n}") for n, sid in enumerate(sids, 1)]
+    placed = []
+    async with _client(server) as client:
+        for sid in sids:
             answer = await client.post(
                 "/twilio/incoming",
-                data={"CallSid": f"CA{n:032x}", "From": "+15005550199", "To": "+15005550006"},
+                data={"CallSid": sid, "From": "+15005550199", "To": "+15005550006"},
             )
+            if answer.status_code == 403:
+                raise SystemExit(
+                    "Highway refused the benchmark's unsigned Twilio webhook: run the target"
+                    " without TWILIO_AUTH_TOKEN"
+                )
             answer.raise_for_status()
             found = re.search(r'url="[a-z]+://[^/]+(/media-stream/[^"]+)"', answer.text)
             assert found is not None, answer.text
-            paths.append(found[1])
-    return paths
+            placed.append((sid, found[1]))
+    return placed
+
+
+def _client(server: Server) -> httpx.AsyncClient:
+    """An HTTP client for Highway, with its API key when one is set here."""
+    key = os.environ.get("HIGHWAY_API_KEY")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.AsyncClient(base_url=server.url, headers=headers, trust_env=False, timeout=30)
 
 
 class LineReader:
@@ -171,6 +202,7 @@ async def load_generator(point: LoadPoint):  # type: ignore[no-untyped-def]
     """The load generator process, pinned to HARNESS_CORE; yields (process, its lines)."""
     command = [sys.executable, "-m", "benchmarks.load_generator", "--mode", point.mode]
     command += ["--delta-ms", str(point.delta_ms), "--seed", str(point.calls)]
+    command += ["--model-port", str(point.model_port)]
     process = await trio.lowlevel.open_process(
         command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
@@ -188,12 +220,18 @@ async def run_point(point: LoadPoint, workdir: Path, progress: Progress) -> dict
     task = progress.add_task(_label(point, "starting"), total=None)
     async with load_generator(point) as (generator, lines):
         model_url = (await lines.next())["model_url"]
-        async with serve(point.target, point.mode, model_url, workdir) as server:
-            paths = await stream_paths(server, point.target, point.calls)
+        if point.target == "highway" and point.url:
+            target = already_running(point.url)
+        else:
+            target = serve(point.target, point.mode, model_url, workdir)
+        async with target as server:
+            placed = await place_calls(server, point.target, point.calls)
             samples_file = workdir / "samples.npz"
+            address = urlsplit(server.url)
             plan = {
-                "port": int(server.url.rsplit(":", 1)[1]),
-                "paths": paths,
+                "host": address.hostname,
+                "port": address.port,
+                "calls": placed,
                 "warmup": point.warmup,
                 "seconds": point.seconds,
                 "tail": TAIL_SECONDS,
@@ -208,11 +246,13 @@ async def run_point(point: LoadPoint, workdir: Path, progress: Progress) -> dict
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_show_window, progress, task, point)
                 cpu_start, rss_start = _usage(server.ps)
+                steal_start = _stolen()
                 await lines.next()  # the window's end
                 cpu_end, rss_end = _usage(server.ps)
+                steal_end = _stolen()
                 nursery.cancel_scope.cancel()
             result = await lines.next()
-            finalised = await _finalised(server, point, len(paths))
+            finalised = await _finalised(server, point, len(placed))
     progress.remove_task(task)
     with np.load(samples_file) as arrays:
         samples = {leg: arrays[leg].tolist() for leg in arrays.files}
@@ -226,15 +266,15 @@ async def run_point(point: LoadPoint, workdir: Path, progress: Progress) -> dict
         samples=samples,
         frames=result["frames"],
         server={
-            "cpu_percent": 100 * (cpu_end - cpu_start) / seconds,
-            "rss_mb": rss_end / 2**20,
-            "rss_growth_mb": (rss_end - rss_start) / 2**20,
+            **_server_figures(server, cpu_end - cpu_start, rss_start, rss_end, seconds),
             # The harness's own load and lag: if these grow, it is the harness that limits.
             "harness_cpu_percent": harness["cpu_percent"],
             "harness_lag_max_ms": harness["lag_max_ms"],
             "harness_send_stalls": harness["send_stalls"],
+            # CPU time the hypervisor took from the server's core: noise no code can help.
+            "steal_percent": 100 * (steal_end - steal_start) / seconds,
         },
-        calls_started=len(paths),
+        calls_started=len(placed),
         calls_finalised=finalised,
     )
 
@@ -253,8 +293,32 @@ def _label(point: LoadPoint, what: str) -> str:
     return f"{point.target} {point.mode} ×{point.calls}: {what}"
 
 
-def _usage(ps: psutil.Process) -> tuple[float, int]:
+def _stolen() -> float:
+    """Seconds of SERVER_CORE's time that the hypervisor ran something else (0 if unknown)."""
+    with suppress(OSError, IndexError, ValueError):
+        for line in Path("/proc/stat").read_text().splitlines():
+            fields = line.split()
+            if fields[0] == f"cpu{SERVER_CORE % (os.cpu_count() or 1)}":
+                return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
+def _server_figures(
+    server: Server, cpu_seconds: float, rss_start: int, rss_end: int, seconds: float
+) -> dict[str, float | None]:
+    if server.ps is None:  # not on this machine
+        return dict.fromkeys(("cpu_percent", "rss_mb", "rss_growth_mb"))
+    return {
+        "cpu_percent": 100 * cpu_seconds / seconds,
+        "rss_mb": rss_end / 2**20,
+        "rss_growth_mb": (rss_end - rss_start) / 2**20,
+    }
+
+
+def _usage(ps: psutil.Process | None) -> tuple[float, int]:
     """CPU seconds so far and resident memory, of the server and its children."""
+    if ps is None:
+        return 0.0, 0
     processes = [ps, *ps.children(recursive=True)]
     cpu = sum(p.cpu_times().user + p.cpu_times().system for p in processes)
     return cpu, sum(p.memory_info().rss for p in processes)
@@ -265,7 +329,7 @@ async def _finalised(server: Server, point: LoadPoint, calls: int) -> int:
     if point.target != "highway":
         return calls
     ended = 0
-    async with httpx.AsyncClient(base_url=server.url, trust_env=False, timeout=30) as client:
+    async with _client(server) as client:
         with trio.move_on_after(15):
             while True:
                 listed = (await client.get("/calls", params={"limit": calls})).json()["calls"]
@@ -287,7 +351,7 @@ def machine() -> dict[str, Any]:
 
 async def main(args: argparse.Namespace) -> None:
     modes = ["pcmu", "pcm24k"] if args.mode == "both" else [args.mode]
-    counts = [args.calls] if args.calls else list(SWEEP)
+    counts = args.calls or list(SWEEP)
     seconds = args.seconds
     targets = ["floor", "highway"] if args.target == "both" else [args.target]
     if args.soak:
@@ -300,10 +364,23 @@ async def main(args: argparse.Namespace) -> None:
     # only when something changes, twice a second at most.
     with tempfile.TemporaryDirectory() as workdir, Progress(auto_refresh=False) as progress:
         for mode in modes:
+            failures = 0
             for calls in counts:
+                pair = {}
                 for target in targets:
-                    point = LoadPoint(target, mode, calls, seconds)
-                    runs.append(await run_point(point, Path(workdir), progress))
+                    point = LoadPoint(
+                        target, mode, calls, seconds, url=args.url, model_port=args.model_port
+                    )
+                    pair[target] = await run_point(point, Path(workdir), progress)
+                    runs.append(pair[target])
+                if len(pair) < 2 or args.calls:
+                    continue
+                # The sweep goes on past the first miss (it may be noise), not past two.
+                fits = e2e_report.qualifies(pair["highway"], pair["floor"])
+                failures = 0 if fits else failures + 1
+                if failures == SWEEP_MISSES:
+                    progress.console.print(f"{mode}: over budget at {calls} calls; sweep ends")
+                    break
     results = {"machine": machine(), "command": " ".join(sys.argv), "runs": runs}
     written = e2e_report.write_outputs(results, Path(args.out))
     print((Path(args.out) / "results.md").read_text())
@@ -314,7 +391,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Highway's end-to-end delay, capacity and soak benchmark."
     )
-    parser.add_argument("--calls", type=int, help="one load point of this many calls")
+    parser.add_argument(
+        "--calls", type=int, nargs="+", help="load points to run (default: the sweep)"
+    )
     parser.add_argument("--mode", choices=["pcmu", "pcm24k", "both"], default="both")
     parser.add_argument("--seconds", type=float, default=15.0, help="measured window (s)")
     parser.add_argument("--soak", action="store_true", help="100 calls for 10 minutes")
@@ -325,8 +404,28 @@ def _parser() -> argparse.ArgumentParser:
         help="what to measure; figures over the floor need both (the default)",
     )
     parser.add_argument("--out", default="bench-results", help="output directory")
+    parser.add_argument(
+        "--url",
+        help="measure the Highway running at this http:// URL instead of starting one; start"
+        " it with HIGHWAY_OPENAI_URL=ws://127.0.0.1:MODEL_PORT/v1/realtime and no"
+        " TWILIO_AUTH_TOKEN",
+    )
+    parser.add_argument(
+        "--model-port",
+        type=int,
+        default=0,
+        help="the port of the model stand-in (needed with --url; default: any free port)",
+    )
     return parser
 
 
+def _arguments() -> argparse.Namespace:
+    parser = _parser()
+    args = parser.parse_args()
+    if args.url and not args.model_port:
+        parser.error("--url needs --model-port: the port its HIGHWAY_OPENAI_URL points to")
+    return args
+
+
 if __name__ == "__main__":
-    trio.run(main, _parser().parse_args())
+    trio.run(main, _arguments())

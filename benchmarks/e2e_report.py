@@ -92,7 +92,7 @@ def _server_record(server: Mapping[str, float] | None, calls: int) -> dict[str, 
     if server is None:
         return None
     record = dict(server)
-    if calls > 0:
+    if calls > 0 and record.get("cpu_percent") is not None:
         record["cpu_per_call_percent"] = record["cpu_percent"] / calls
     return record
 
@@ -128,12 +128,12 @@ def capacity(runs: list[Run], *, budget_ms: float = BUDGET_MS) -> dict[str, int 
     best: dict[str, int | None] = {}
     for run, floor in pair_runs(runs):
         current = best.setdefault(run["mode"], None)
-        if floor is not None and _qualifies(run, floor, budget_ms):
+        if floor is not None and qualifies(run, floor, budget_ms):
             best[run["mode"]] = run["calls"] if current is None else max(current, run["calls"])
     return best
 
 
-def _qualifies(run: Run, floor: Run, budget_ms: float) -> bool:
+def qualifies(run: Run, floor: Run, budget_ms: float = BUDGET_MS) -> bool:
     """p99 added delay under budget on both audio legs, no frame lost or reordered,
     every call finalised."""
     added = over_floor(run, floor)
@@ -159,12 +159,15 @@ TABLE_HEADER = (
     "Server CPU (% of a core)",
     "CPU per call (%)",
     "RSS MB (growth)",
+    "Harness CPU (%)",
+    "CPU steal (%)",
 )
 
 
 def markdown_table(runs: list[Run]) -> str:
     """A Markdown table with one row per highway run, in the order given."""
-    lines = [_table_line(TABLE_HEADER), _table_line(("---",) * 2 + ("---:",) * 10)]
+    alignment = ("---",) * 2 + ("---:",) * (len(TABLE_HEADER) - 2)
+    lines = [_table_line(TABLE_HEADER), _table_line(alignment)]
     lines += [_table_line(_table_row(run, floor)) for run, floor in pair_runs(runs)]
     return "\n".join(lines) + "\n"
 
@@ -200,6 +203,8 @@ def _table_row(run: Run, floor: Run | None) -> tuple[str, ...]:
         _number(server.get("cpu_percent")),
         _number(server.get("cpu_per_call_percent")),
         rss,
+        _number(server.get("harness_cpu_percent")),
+        _number(server.get("steal_percent")),
     )
 
 
@@ -314,7 +319,7 @@ def _draw_cpu_vs_calls(figure: Figure, runs: list[Run]) -> None:
     axes = figure.subplots()
     points: dict[str, list[tuple[int, float]]] = {}
     for run, _floor in pair_runs(runs):
-        if run["server"] is not None:
+        if run["server"] is not None and run["server"].get("cpu_percent") is not None:
             points.setdefault(run["mode"], []).append((run["calls"], run["server"]["cpu_percent"]))
     for mode, series in sorted(points.items()):
         calls, cpu = zip(*sorted(series), strict=True)
@@ -353,7 +358,9 @@ def _markdown_report(results: dict[str, Any]) -> str:
         f"{machine}\n\n"
         f"Command: `{results['command']}`\n\n"
         "Latencies in ms. “Over floor” is Highway's figure minus the bare relay's at the same"
-        " mode and calls: the delay Highway adds.\n\n"
+        " mode and calls: the delay Highway adds. Harness CPU is the load generator's own"
+        " (one core); CPU steal is time the hypervisor took from the server's core, noise"
+        " that no code can help.\n\n"
         f"{markdown_table(results['runs'])}\n"
         "## Capacity (calls per core)\n\n"
         f"Most calls with p99 added delay under {BUDGET_MS:g} ms on caller → model and"

@@ -118,6 +118,7 @@ class Connection:
             elif opcode == PING:
                 self.send(payload, PONG)
             elif opcode == CLOSE:
+                self.send(payload[:2], CLOSE)  # the closing handshake's answer
                 self._peer_closed = True  # raised by the next receive, after these messages
                 break
         del buffer[:position]

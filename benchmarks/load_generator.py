@@ -2,11 +2,12 @@
 
 `e2e.py` runs it as a subprocess and talks to it over stdin and stdout, one JSON object a
 line. It prints {"model_url"} first, so the bridge can be started against it, then reads
-{"port", "paths", "warmup", "seconds", "tail", "samples_file"}: it opens the calls one by
-one (call i reaches model session i), warms up, marks the measured window with
-{"window": "start"} and {"window": "end"}, lets frames in flight land, hangs up, and prints
-{"frames", "harness"}, the latency samples having gone to `samples_file` (NumPy .npz, one
-array per leg, in ms). Progress lines {"calls_up": n} come while calls open.
+{"host", "port", "calls" ([CallSid, stream path] pairs), "warmup", "seconds", "tail",
+"samples_file"}. It opens the calls one by one (call i reaches model session i), warms up,
+marks the measured window with {"window": "start"} and {"window": "end"}, lets frames in
+flight land, hangs up, and prints {"frames", "harness"}; the latency samples go to
+`samples_file` (NumPy .npz, one array per leg, in ms). While calls open it prints
+{"calls_up": n}.
 
     python -m benchmarks.load_generator --mode pcmu --delta-ms 100 --seed 20
 """
@@ -44,12 +45,11 @@ class Harness:
     model: ModelLoad
     callers: list[SimulatedCaller]
 
-    def open_calls(self, port: int, paths: list[str]) -> None:
-        for index, path in enumerate(paths):
-            connection = lean_ws.connect("127.0.0.1", port, path)
-            caller = SimulatedCaller(
-                connection, self.loop, f"CA{index:032x}", stamped=self.mode == "pcmu"
-            )
+    def open_calls(self, host: str, port: int, calls: list[tuple[str, str]]) -> None:
+        """Open each (CallSid, stream path) in turn, once the one before reached the model."""
+        for index, (call_sid, path) in enumerate(calls):
+            connection = lean_ws.connect(host, port, path)
+            caller = SimulatedCaller(connection, self.loop, call_sid, stamped=self.mode == "pcmu")
             caller.start()
             self.callers.append(caller)
             deadline = perf_counter() + SESSION_TIMEOUT_SECONDS
@@ -138,11 +138,11 @@ def _say(**message: Any) -> None:
 
 def main(args: argparse.Namespace) -> None:
     loop = Loop()
-    model = ModelLoad(args.mode, loop, args.delta_ms, args.seed)
+    model = ModelLoad(args.mode, loop, args.delta_ms, args.seed, args.model_port)
     harness = Harness(args.mode, loop, model, [])
     _say(model_url=model.url)
     plan = json.loads(sys.stdin.readline())
-    harness.open_calls(plan["port"], plan["paths"])
+    harness.open_calls(plan["host"], plan["port"], plan["calls"])
     # Objects made so far need no more collecting, and the run makes few: a collection
     # pass would only add pauses to the figures.
     gc.collect()
@@ -177,4 +177,5 @@ if __name__ == "__main__":
     parser.add_argument("--mode", choices=["pcmu", "pcm24k"], required=True)
     parser.add_argument("--delta-ms", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model-port", type=int, default=0, help="0: any free port")
     main(parser.parse_args())

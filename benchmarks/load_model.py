@@ -155,7 +155,7 @@ class ModelSession:
 class ModelLoad:
     """Serves model sessions on 127.0.0.1; `sessions[i]` is the i-th to connect."""
 
-    def __init__(self, mode: str, loop: Loop, delta_ms: int, seed: int) -> None:
+    def __init__(self, mode: str, loop: Loop, delta_ms: int, seed: int, port: int = 0) -> None:
         self.mode = mode
         self.loop = loop
         self.delta_ms = delta_ms
@@ -164,7 +164,7 @@ class ModelLoad:
         size = delta_ms * _BYTES_PER_MS[mode]
         self._audio = _SILENCE[mode] * size
         self._plain_delta = binascii.b2a_base64(self._audio, newline=False)
-        self._listener = lean_ws.listen()
+        self._listener = lean_ws.listen(port=port)
         self.url = f"ws://127.0.0.1:{self._listener.getsockname()[1]}/v1/realtime"
         loop.read(self._listener, self._accept)
 

@@ -53,7 +53,13 @@ def a_run(
             "first_audio": leg_samples(100.0),
         },
         frames={"sent": 1000, "received": 1000 - lost, "lost": lost, "reordered": reordered},
-        server={"cpu_percent": cpu_percent, "rss_mb": 80.0, "rss_growth_mb": 0.5},
+        server={
+            "cpu_percent": cpu_percent,
+            "rss_mb": 80.0,
+            "rss_growth_mb": 0.5,
+            "harness_cpu_percent": 30.0,
+            "steal_percent": 1.5,
+        },
         calls_started=calls,
         calls_finalised=calls if finalised is None else finalised,
     )
@@ -248,7 +254,7 @@ def test_markdown_table_rows() -> None:
     ]
     runs[-1]["server"] = None
     header, alignment, pcmu, pcm24k = table_rows(markdown_table(runs))
-    assert len(header) == len(alignment) == len(pcmu) == 12
+    assert len(header) == len(alignment) == len(pcmu) == 14
     assert header[:2] == ["Mode", "Calls"]
     assert set(alignment[2:]) == {"---:"}
     assert pcmu == [
@@ -264,9 +270,11 @@ def test_markdown_table_rows() -> None:
         "25.0",
         "2.50",
         "80.0 (+0.50)",
+        "30.0",
+        "1.50",
     ]
     assert pcm24k[:4] == ["pcm24k", "5 (4/5 finalised)", "1.50 / 1.99", "–"]
-    assert pcm24k[6:] == ["–", "100.5", "0 / 0", "–", "–", "–"]
+    assert pcm24k[6:] == ["–", "100.5", "0 / 0", "–", "–", "–", "–", "–"]
 
 
 def test_write_outputs(tmp_path: Path) -> None:
