@@ -49,6 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SWEEP = (1, 10, 20, 30, 40, 50, 60, 80, 100, 150, 200)
 SWEEP_MISSES = 2  # load points over budget in a row that end a mode's sweep
 HARNESS_CORE, SERVER_CORE = 0, 1
+RELAYS = {"floor": "relay_floor.py", "trio-relay": "relay_trio.py"}
 RUNNING_ON = re.compile(r"Running on http://127\.0\.0\.1:(\d+)")
 LISTENING = re.compile(r"listening on (\d+)")
 TAIL_SECONDS = 0.5  # after the window, for frames in flight to land
@@ -56,7 +57,7 @@ TAIL_SECONDS = 0.5  # after the window, for frames in flight to land
 
 @dataclass(frozen=True)
 class LoadPoint:
-    target: str  # "highway" or "floor"
+    target: str  # "highway", "floor" or "trio-relay"
     mode: str  # "pcmu" or "pcm24k"
     calls: int
     seconds: float  # the measured window
@@ -77,12 +78,12 @@ class Server:
 
 @asynccontextmanager
 async def serve(target: str, mode: str, model_url: str, workdir: Path):  # type: ignore[no-untyped-def]
-    """Start Highway (or the floor relay) pinned to SERVER_CORE; yields a Server."""
+    """Start Highway (or a relay) pinned to SERVER_CORE; yields a Server."""
     if target == "highway":
         command = [sys.executable, "-P", "-m", "highway", "serve", "--port", "0"]
         ready = RUNNING_ON
     else:
-        command = [sys.executable, "-P", str(ROOT / "benchmarks" / "relay_floor.py")]
+        command = [sys.executable, "-P", str(ROOT / "benchmarks" / RELAYS[target])]
         command += ["--model-url", model_url]
         ready = LISTENING
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HIGHWAY_", "TWILIO_"))}
@@ -152,7 +153,7 @@ async def place_calls(server: Server, target: str, calls: int) -> list[tuple[str
     CallSids are new on every run, as a running Highway keeps its calls."""
     run = os.urandom(4).hex()
     sids = [f"CA{run}{n:024x}" for n in range(calls)]
-    if target == "floor":
+    if target != "highway":
         return [(sid, f"/media-stream/0/{n}") for n, sid in enumerate(sids, 1)]
     placed = []
     async with _client(server) as client:
@@ -325,7 +326,7 @@ def _usage(ps: psutil.Process | None) -> tuple[float, int]:
 
 
 async def _finalised(server: Server, point: LoadPoint, calls: int) -> int:
-    """How many calls Highway recorded as ended (the floor keeps no records)."""
+    """How many calls Highway recorded as ended (a relay keeps no records)."""
     if point.target != "highway":
         return calls
     ended = 0
@@ -399,9 +400,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--soak", action="store_true", help="100 calls for 10 minutes")
     parser.add_argument(
         "--target",
-        choices=["floor", "highway", "both"],
+        choices=["floor", "highway", "both", "trio-relay"],
         default="both",
-        help="what to measure; figures over the floor need both (the default)",
+        help="what to measure; figures over the floor need both (the default). trio-relay:"
+        " a bare Trio relay, the least a bridge on Trio can cost",
     )
     parser.add_argument("--out", default="bench-results", help="output directory")
     parser.add_argument(

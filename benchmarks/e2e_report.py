@@ -208,6 +208,44 @@ def _table_row(run: Run, floor: Run | None) -> tuple[str, ...]:
     )
 
 
+REFERENCE_HEADER = (
+    "Relay",
+    "Mode",
+    "Calls",
+    "Caller→model p50 / p99 (ms)",
+    "Model→caller p50 / p99 (ms)",
+    "Server CPU (% of a core)",
+    "CPU per call (%)",
+)
+
+
+def reference_table(runs: list[Run]) -> str:
+    """The runs of relays other than Highway and the floor (for comparison), or ""."""
+    others = [run for run in runs if run["target"] not in ("highway", "floor")]
+    if not others:
+        return ""
+    alignment = ("---",) * 3 + ("---:",) * (len(REFERENCE_HEADER) - 3)
+    lines = [_table_line(REFERENCE_HEADER), _table_line(alignment)]
+    for run in others:
+        legs, server = run["legs"], run["server"] or {}
+        lines.append(
+            _table_line(
+                (
+                    run["target"],
+                    run["mode"],
+                    str(run["calls"]),
+                    *(
+                        f"{_number(legs[leg]['p50'])} / {_number(legs[leg]['p99'])}"
+                        for leg in AUDIO_LEGS
+                    ),
+                    _number(server.get("cpu_percent")),
+                    _number(server.get("cpu_per_call_percent")),
+                )
+            )
+        )
+    return "\n".join(lines) + "\n"
+
+
 def _calls_cell(run: Run) -> str:
     """The number of calls, noting any call that was started but not finalised."""
     if run["calls_finalised"] == run["calls_started"]:
@@ -366,6 +404,11 @@ def _markdown_report(results: dict[str, Any]) -> str:
         f"Most calls with p99 added delay under {BUDGET_MS:g} ms on caller → model and"
         " model → caller, no frame lost or reordered and every call finalised.\n\n"
         f"{capacity_lines}\n"
+        + (
+            f"\n## Reference relays\n\n{references}"
+            if (references := reference_table(results["runs"]))
+            else ""
+        )
     )
 
 

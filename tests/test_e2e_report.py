@@ -16,6 +16,7 @@ from benchmarks.e2e_report import (
     markdown_table,
     over_floor,
     pair_runs,
+    reference_table,
     summarise,
     write_outputs,
 )
@@ -275,6 +276,14 @@ def test_markdown_table_rows() -> None:
     ]
     assert pcm24k[:4] == ["pcm24k", "5 (4/5 finalised)", "1.50 / 1.99", "–"]
     assert pcm24k[6:] == ["–", "100.5", "0 / 0", "–", "–", "–", "–", "–"]
+
+
+def test_reference_relays_get_their_own_table() -> None:
+    runs = [*load_points("pcmu", a_run("highway")), a_run("trio-relay", cpu_percent=12.5)]
+    header, _, row = table_rows(reference_table(runs))
+    assert header[:3] == ["Relay", "Mode", "Calls"]
+    assert row == ["trio-relay", "pcmu", "10", "1.50 / 1.99", "1.50 / 1.99", "12.5", "1.25"]
+    assert reference_table(load_points("pcmu", a_run("highway"))) == ""
 
 
 def test_write_outputs(tmp_path: Path) -> None:
