@@ -1,11 +1,13 @@
 """End-to-end benchmark: the delay Highway adds to each leg of a call, its CPU and memory.
 
 Runs N simulated Twilio calls (20 ms µ-law frames, paced in real time) through Highway to
-a stand-in OpenAI Realtime model, all on 127.0.0.1. The harness (both simulated sides, on
-the lean WebSockets of `lean_ws`) runs in this process on one CPU core; the server runs
-in its own process, pinned to another. Each load point runs twice: against a bare relay
-(the floor: the harness's own delays) and against Highway; figures are reported absolute
-and over the floor.
+a stand-in OpenAI Realtime model, all on 127.0.0.1. The harness (both simulated sides) is
+the load generator, a process of its own on one CPU core (`load_generator`: a plain epoll
+loop, so that it costs far less than what it measures); the server runs in its own
+process, pinned to the other core. This process only orchestrates. Each load point runs
+twice: against a bare relay (the floor: the harness's own delays) and against Highway;
+figures are reported absolute and over the floor. The sweep ends a mode after two load
+points in a row over budget.
 
 Legs, matched call by call (by a stamp in the audio in µ-law mode, in order in pcm24k):
 - caller_to_model: Twilio frame sent -> the model received its input_audio_buffer.append
@@ -19,6 +21,7 @@ all four legs, marks and transcript records run continuously (see `load_model`).
     python -m benchmarks.e2e                      # the sweep, both modes (make bench)
     python -m benchmarks.e2e --calls 20 --mode pcmu --seconds 20
     python -m benchmarks.e2e --soak               # 100 calls for 10 minutes
+    python -m benchmarks.e2e --url http://127.0.0.1:8000 --model-port 9100  # a running one
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ from benchmarks import e2e_report
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = (1, 10, 20, 30, 40, 50, 60, 80, 100, 150, 200)
 SWEEP_MISSES = 2  # load points over budget in a row that end a mode's sweep
+SOAK_CALLS, SOAK_SECONDS = 100, 600.0
+# A run during which the hypervisor took more than this from a core is noise: run it again.
+MAX_STEAL_PERCENT, RETRIES = 2.0, 2
 HARNESS_CORE, SERVER_CORE = 0, 1
 RELAYS = {"floor": "relay_floor.py", "trio-relay": "relay_trio.py"}
 RUNNING_ON = re.compile(r"Running on http://127\.0\.0\.1:(\d+)")
@@ -272,12 +278,35 @@ async def run_point(point: LoadPoint, workdir: Path, progress: Progress) -> dict
             "harness_cpu_percent": harness["cpu_percent"],
             "harness_lag_max_ms": harness["lag_max_ms"],
             "harness_send_stalls": harness["send_stalls"],
-            # CPU time the hypervisor took from the server's core: noise no code can help.
-            "steal_percent": 100 * (steal_end - steal_start) / seconds,
+            # CPU time the hypervisor took from a core (the worse of the two): noise that
+            # no code can help.
+            "steal_percent": max(
+                (100 * (b - a) / seconds for a, b in zip(steal_start, steal_end, strict=True)),
+                default=0.0,
+            ),
         },
         calls_started=len(placed),
         calls_finalised=finalised,
     )
+
+
+async def run_quietly(
+    point: LoadPoint, workdir: Path, progress: Progress, retries: int = RETRIES
+) -> dict[str, Any]:
+    """Run a load point; while the hypervisor steals much CPU time during it, run it again
+    (at most `retries` times) and keep the run it disturbed least."""
+    runs = []
+    for _ in range(1 + retries):
+        runs.append(await run_point(point, workdir, progress))
+        if runs[-1]["server"]["steal_percent"] <= MAX_STEAL_PERCENT:
+            break
+        progress.console.print(
+            f"{_label(point, 'run again')}: CPU steal was"
+            f" {runs[-1]['server']['steal_percent']:.1f} %"
+        )
+    best = min(runs, key=lambda run: run["server"]["steal_percent"])
+    best["server"]["runs"] = len(runs)
+    return best
 
 
 async def _show_window(progress: Progress, task: Any, point: LoadPoint) -> None:
@@ -294,14 +323,17 @@ def _label(point: LoadPoint, what: str) -> str:
     return f"{point.target} {point.mode} ×{point.calls}: {what}"
 
 
-def _stolen() -> float:
-    """Seconds of SERVER_CORE's time that the hypervisor ran something else (0 if unknown)."""
+def _stolen() -> list[float]:
+    """Per core, seconds of its time that the hypervisor gave to something else."""
+    ticks = os.sysconf("SC_CLK_TCK")
     with suppress(OSError, IndexError, ValueError):
-        for line in Path("/proc/stat").read_text().splitlines():
-            fields = line.split()
-            if fields[0] == f"cpu{SERVER_CORE % (os.cpu_count() or 1)}":
-                return int(fields[8]) / os.sysconf("SC_CLK_TCK")
-    return 0.0
+        lines = Path("/proc/stat").read_text().splitlines()
+        return [
+            int(fields[8]) / ticks
+            for fields in map(str.split, lines)
+            if fields[0].startswith("cpu") and fields[0] != "cpu"
+        ]
+    return []
 
 
 def _server_figures(
@@ -357,7 +389,7 @@ async def main(args: argparse.Namespace) -> None:
     targets = ["floor", "highway"] if args.target == "both" else [args.target]
     if args.soak:
         # Losses, memory and finalising are Highway's own: the floor adds nothing to them.
-        counts, seconds, targets = [100], 600.0, ["highway"]
+        counts, seconds, targets = args.calls or [SOAK_CALLS], SOAK_SECONDS, ["highway"]
     with suppress(OSError):
         os.sched_setaffinity(0, {HARNESS_CORE % (os.cpu_count() or 1)})
     runs = []
@@ -372,7 +404,8 @@ async def main(args: argparse.Namespace) -> None:
                     point = LoadPoint(
                         target, mode, calls, seconds, url=args.url, model_port=args.model_port
                     )
-                    pair[target] = await run_point(point, Path(workdir), progress)
+                    retries = 0 if args.soak else RETRIES  # a soak is long: it takes what comes
+                    pair[target] = await run_quietly(point, Path(workdir), progress, retries)
                     runs.append(pair[target])
                 if len(pair) < 2 or args.calls:
                     continue
@@ -397,7 +430,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--mode", choices=["pcmu", "pcm24k", "both"], default="both")
     parser.add_argument("--seconds", type=float, default=15.0, help="measured window (s)")
-    parser.add_argument("--soak", action="store_true", help="100 calls for 10 minutes")
+    parser.add_argument(
+        "--soak", action="store_true", help="10 minutes of Highway alone, 100 calls unless --calls"
+    )
     parser.add_argument(
         "--target",
         choices=["floor", "highway", "both", "trio-relay"],
