@@ -252,10 +252,10 @@ async def run_point(point: LoadPoint, workdir: Path, progress: Progress) -> dict
                 progress.refresh()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_show_window, progress, task, point)
-                cpu_start, rss_start = _usage(server.ps)
+                usage_start = _usage(server.ps)
                 steal_start = _stolen()
                 await lines.next()  # the window's end
-                cpu_end, rss_end = _usage(server.ps)
+                usage_end = _usage(server.ps)
                 steal_end = _stolen()
                 nursery.cancel_scope.cancel()
             result = await lines.next()
@@ -273,7 +273,7 @@ async def run_point(point: LoadPoint, workdir: Path, progress: Progress) -> dict
         samples=samples,
         frames=result["frames"],
         server={
-            **_server_figures(server, cpu_end - cpu_start, rss_start, rss_end, seconds),
+            **_server_figures(server, usage_start, usage_end, seconds),
             # The harness's own load and lag: if these grow, it is the harness that limits.
             "harness_cpu_percent": harness["cpu_percent"],
             "harness_lag_max_ms": harness["lag_max_ms"],
@@ -336,25 +336,40 @@ def _stolen() -> list[float]:
     return []
 
 
+@dataclass(frozen=True)
+class Usage:
+    """The server's CPU seconds so far (in user space and in the kernel) and its memory."""
+
+    user: float = 0.0
+    system: float = 0.0
+    rss: int = 0
+
+
 def _server_figures(
-    server: Server, cpu_seconds: float, rss_start: int, rss_end: int, seconds: float
+    server: Server, start: Usage, end: Usage, seconds: float
 ) -> dict[str, float | None]:
     if server.ps is None:  # not on this machine
-        return dict.fromkeys(("cpu_percent", "rss_mb", "rss_growth_mb"))
+        return dict.fromkeys(("cpu_percent", "cpu_kernel_percent", "rss_mb", "rss_growth_mb"))
+    kernel = end.system - start.system
     return {
-        "cpu_percent": 100 * cpu_seconds / seconds,
-        "rss_mb": rss_end / 2**20,
-        "rss_growth_mb": (rss_end - rss_start) / 2**20,
+        "cpu_percent": 100 * (end.user - start.user + kernel) / seconds,
+        "cpu_kernel_percent": 100 * kernel / seconds,
+        "rss_mb": end.rss / 2**20,
+        "rss_growth_mb": (end.rss - start.rss) / 2**20,
     }
 
 
-def _usage(ps: psutil.Process | None) -> tuple[float, int]:
-    """CPU seconds so far and resident memory, of the server and its children."""
+def _usage(ps: psutil.Process | None) -> Usage:
+    """The server's usage so far, with its children's."""
     if ps is None:
-        return 0.0, 0
+        return Usage()
     processes = [ps, *ps.children(recursive=True)]
-    cpu = sum(p.cpu_times().user + p.cpu_times().system for p in processes)
-    return cpu, sum(p.memory_info().rss for p in processes)
+    times = [p.cpu_times() for p in processes]
+    return Usage(
+        user=sum(t.user for t in times),
+        system=sum(t.system for t in times),
+        rss=sum(p.memory_info().rss for p in processes),
+    )
 
 
 async def _finalised(server: Server, point: LoadPoint, calls: int) -> int:
