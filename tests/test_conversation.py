@@ -18,6 +18,7 @@ from highway.call.conversation import (
     ToModel,
     ToTwilio,
 )
+from highway.call.transcript import RESTORED_TURNS, Transcript
 from highway.store import EventKind
 from highway.telephony.media_stream import Dtmf, Mark, Media, Start, Stop
 from highway.testing.realtime_standin import validate_client_event
@@ -296,3 +297,12 @@ def test_a_barge_in_is_recorded_with_where_the_agent_was_cut() -> None:
     speak(conversation, "item_a", 1000, now=0.0)
     actions = conversation.model_event({"type": "input_audio_buffer.speech_started"}, now=0.25)
     assert actions[-1] == Record(EventKind.INTERRUPTION, {"itemId": "item_a", "heardMs": 250})
+
+
+def test_the_transcript_keeps_the_latest_turns_to_restore_and_no_more() -> None:
+    transcript = Transcript()
+    for n in range(RESTORED_TURNS + 20):
+        transcript.settle("user", f"item_{n}", f"turn {n}")
+    assert len(transcript.history) == RESTORED_TURNS
+    assert transcript.history[0].text == "turn 20"
+    assert transcript.history[-1].text == f"turn {RESTORED_TURNS + 19}"

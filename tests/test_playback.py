@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from highway.call.playback import PlaybackTracker, Truncation
+from highway.call.playback import REMEMBERED_INTERRUPTIONS, PlaybackTracker, Truncation
 
 
 def send(tracker: PlaybackTracker, item: str, total_ms: int, chunk_ms: int, now: float) -> list:
@@ -100,3 +100,15 @@ def test_malformed_and_foreign_marks_are_ignored() -> None:
     for name in ("nonsense", "item_a:", "item_a:abc", "item_z:100"):
         assert tracker.mark_played(name, now=0.1) is False
     assert tracker.heard_ms(0.1) == pytest.approx(100)
+
+
+def test_only_the_latest_interrupted_items_are_remembered() -> None:
+    # A long call is cut off hundreds of times: memory must not grow with it.
+    tracker = PlaybackTracker()
+    items = [f"item_{n}" for n in range(REMEMBERED_INTERRUPTIONS + 3)]
+    for n, item in enumerate(items):
+        send(tracker, item, 200, 100, now=float(n))
+        assert tracker.interrupt(now=n + 0.05) is not None
+    assert [tracker.was_interrupted(item) for item in items] == [False] * 3 + [
+        True
+    ] * REMEMBERED_INTERRUPTIONS

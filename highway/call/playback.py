@@ -16,13 +16,17 @@ the item's audio, the unit `conversation.item.truncate` wants.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_MARK_SPACING_MS", "PlaybackTracker", "Truncation"]
+__all__ = ["DEFAULT_MARK_SPACING_MS", "REMEMBERED_INTERRUPTIONS", "PlaybackTracker", "Truncation"]
 
 # Marks bound the estimate's error when Twilio's playback drifts from the clock; more
 # marks cost messages. 100 ms keeps the error small at 10 marks a second while speaking.
 DEFAULT_MARK_SPACING_MS = 100.0
+# Late audio of a cut item comes right behind the cut, before the next answer: only the
+# latest few interrupted items need remembering, so a long call's memory stays flat.
+REMEMBERED_INTERRUPTIONS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +59,7 @@ class PlaybackTracker:
         self.mark_spacing_ms = mark_spacing_ms
         self._item: _Item | None = None
         self._buffer_empties_at = -math.inf  # when all audio sent so far will have played
-        self._interrupted: set[str] = set()
+        self._interrupted: deque[str] = deque(maxlen=REMEMBERED_INTERRUPTIONS)
 
     @property
     def playing(self) -> bool:
@@ -134,7 +138,7 @@ class PlaybackTracker:
         item = self._item
         assert item is not None
         truncation = Truncation(item.item_id, math.floor(self.heard_ms(now)))
-        self._interrupted.add(item.item_id)
+        self._interrupted.append(item.item_id)
         self._item = None
         self._buffer_empties_at = now  # the clear empties Twilio's buffer
         return truncation

@@ -8,12 +8,16 @@ is released once it and every turn before it have their text.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["Transcript", "Turn"]
+__all__ = ["RESTORED_TURNS", "Transcript", "Turn"]
 
 Role = Literal["user", "assistant"]
+# The recent conversation a new model session is given after a reconnect. The store keeps
+# every turn; memory per call stays flat however long the call runs.
+RESTORED_TURNS = 100
 
 
 @dataclass(slots=True)
@@ -28,7 +32,8 @@ class Transcript:
     def __init__(self) -> None:
         self._waiting: list[Turn] = []  # in speaking order, not yet released
         self._by_item: dict[str, Turn] = {}
-        self.history: list[Turn] = []  # released turns that have text, in order
+        # The latest released turns that have text, in order.
+        self.history: deque[Turn] = deque(maxlen=RESTORED_TURNS)
 
     def begin(self, role: Role, item_id: str) -> None:
         """A turn started; its text comes later."""
