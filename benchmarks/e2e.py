@@ -52,6 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SWEEP = (1, 10, 20, 30, 40, 50, 60, 80, 100, 150, 200)
 SWEEP_MISSES = 2  # load points over budget in a row that end a mode's sweep
 SOAK_CALLS, SOAK_SECONDS = 100, 600.0
+RSS_SAMPLE_SECONDS = 2.0
 # A run during which the hypervisor took more than this from a core is noise: run it again.
 MAX_STEAL_PERCENT, RETRIES = 2.0, 2
 HARNESS_CORE, SERVER_CORE = 0, 1
@@ -250,10 +251,12 @@ async def run_point(point: LoadPoint, workdir: Path, progress: Progress) -> dict
                 up = message["calls_up"]
                 progress.update(task, description=_label(point, f"{up} calls up"))
                 progress.refresh()
+            rss_series: list[tuple[float, float]] = []
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_show_window, progress, task, point)
                 usage_start = _usage(server.ps)
                 steal_start = _stolen()
+                nursery.start_soon(_sample_memory, server, rss_series)
                 await lines.next()  # the window's end
                 usage_end = _usage(server.ps)
                 steal_end = _stolen()
@@ -274,6 +277,9 @@ async def run_point(point: LoadPoint, workdir: Path, progress: Progress) -> dict
         frames=result["frames"],
         server={
             **_server_figures(server, usage_start, usage_end, seconds),
+            # Growth that goes on in the window's second half is a leak, not a cache filling.
+            "rss_growth_second_half_mb": _second_half_growth(rss_series, usage_end),
+            "rss_series_mb": rss_series,
             # The harness's own load and lag: if these grow, it is the harness that limits.
             "harness_cpu_percent": harness["cpu_percent"],
             "harness_lag_max_ms": harness["lag_max_ms"],
@@ -317,6 +323,22 @@ async def _show_window(progress: Progress, task: Any, point: LoadPoint) -> None:
         progress.update(task, completed=min(point.seconds, trio.current_time() - start))
         progress.refresh()
         await trio.sleep(0.5)
+
+
+async def _sample_memory(server: Server, series: list[tuple[float, float]]) -> None:
+    """The server's RSS (MB) every RSS_SAMPLE_SECONDS, as (seconds into the window, MB)."""
+    start = trio.current_time()
+    while server.ps is not None:
+        series.append((trio.current_time() - start, _usage(server.ps).rss / 2**20))
+        await trio.sleep(RSS_SAMPLE_SECONDS)
+
+
+def _second_half_growth(series: list[tuple[float, float]], end: Usage) -> float | None:
+    if not series or end.rss == 0:
+        return None
+    middle = series[-1][0] / 2
+    at_middle = min(series, key=lambda sample: abs(sample[0] - middle))[1]
+    return end.rss / 2**20 - at_middle
 
 
 def _label(point: LoadPoint, what: str) -> str:
