@@ -64,6 +64,18 @@ def create_app(settings: Settings) -> QuartTrio:
         # The pid tells which worker process answered when several share the port.
         return {"status": "ok", "worker": os.getpid()}
 
+    @app.get("/ready")
+    async def ready() -> tuple[dict[str, object], int]:
+        """Readiness, for a load balancer: the database answers. /health is liveness."""
+        try:
+            await shared.store.ping()
+        except StoreError as error:
+            # The cause goes to the log only: it may name hosts and users.
+            log.warning("not ready: database unavailable: %s", error)
+            unavailable = {"status": "unavailable", "worker": os.getpid()}
+            return {**unavailable, "error": "Database unavailable"}, 503
+        return {"status": "ready", "worker": os.getpid()}, 200
+
     app.asgi_app = MediaStreamRoute(app.asgi_app, settings, shared)  # type: ignore[method-assign]
 
     async def open_services() -> None:

@@ -36,10 +36,12 @@ async def test_every_api_route_needs_the_api_key(
     assert (await highway.client.get("/verifications")).json() == {"verifications": []}
 
 
-async def test_health_needs_no_key(highway: Highway) -> None:
+async def test_health_and_readiness_need_no_key(highway: Highway) -> None:
     async with httpx.AsyncClient(base_url=highway.url, trust_env=False) as anonymous:
-        response = await anonymous.get("/health")
-    assert response.status_code == 200 and response.json()["status"] == "ok"
+        health, ready = await anonymous.get("/health"), await anonymous.get("/ready")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "worker": health.json()["worker"]}
 
 
 async def test_the_openapi_document_describes_the_api(highway: Highway) -> None:

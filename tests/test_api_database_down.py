@@ -51,12 +51,20 @@ async def test_postgres_down_is_503_and_recovers(
 
         await _assert_every_route_is_503(highway)
         assert twilio.requests == []  # no call was placed without a record
+        # Not ready (a load balancer sends traffic elsewhere), but alive.
+        with trio.fail_after(10):
+            not_ready = await highway.client.get("/ready")
+        assert not_ready.status_code == 503
+        assert not_ready.json()["status"] == "unavailable"
+        assert not_ready.json()["error"] == "Database unavailable"
+        assert (await highway.client.get("/health")).status_code == 200
 
         await trio.to_thread.run_sync(own_postgres_cluster.start)
         with trio.fail_after(10):
             while (response := await highway.client.get("/verifications/1")).status_code == 503:
                 await trio.sleep(0.05)
         assert response.json() == created  # nothing was lost
+        assert (await highway.client.get("/ready")).json()["status"] == "ready"
 
 
 async def test_a_locked_sqlite_database_is_503(

@@ -1,5 +1,5 @@
 """The API key: every route needs `Authorization: Bearer $HIGHWAY_API_KEY`, except the
-Twilio webhooks (they carry Twilio's signature instead), /health and /metrics.
+Twilio webhooks (they carry Twilio's signature instead), /health, /ready and /metrics.
 
 With no key configured the check is off; `highway serve` then refuses to bind anything but
 loopback, so only this machine can reach the API.
@@ -14,7 +14,7 @@ from quart import Quart, request
 from highway.api.errors import ApiError
 from highway.config import Settings
 
-OPEN_PATHS = frozenset({"/health", "/metrics"})
+OPEN_PATHS = frozenset({"/health", "/ready", "/metrics"})
 TWILIO_PREFIX = "/twilio/"
 
 
