@@ -21,13 +21,12 @@ import orjson
 from benchmarks import lean_ws
 from benchmarks.load_loop import Loop
 from benchmarks.stamps import read_stamp, stamp_frame
-from highway.testing.speech import ULAW_SILENCE_BYTE
+from highway.testing.speech import ULAW_BYTES_PER_MS, ULAW_SILENCE_BYTE
 from highway.testing.twilio_media import FRAME_BYTES
 
 __all__ = ["SimulatedCaller"]
 
 FRAME_SECONDS = 0.020
-ULAW_BYTES_PER_SECOND = 8000
 _MEDIA = b'{"event":"media"'
 _MARK = b'{"event":"mark"'
 _CLEAR = b'{"event":"clear"'
@@ -101,7 +100,7 @@ class SimulatedCaller:
                 if self.stamped:
                     head = binascii.a2b_base64(message[start : start + 8])
                     self.media_stamps.append(read_stamp(head))
-                seconds = (end - start) * 3 / 4 / ULAW_BYTES_PER_SECOND
+                seconds = (end - start) * 3 / 4 / ULAW_BYTES_PER_MS / 1000
                 self._played_until = max(self._played_until, now) + seconds
             elif message.startswith(_MARK):
                 self._on_mark(message)

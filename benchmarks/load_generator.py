@@ -27,12 +27,12 @@ from typing import Any
 import numpy as np
 
 from benchmarks import lean_ws
+from benchmarks.e2e_report import LEGS
 from benchmarks.load_callers import SimulatedCaller
 from benchmarks.load_loop import Loop
 from benchmarks.load_model import ModelLoad, ModelSession
 from benchmarks.stamps import STAMPS
 
-LEGS = ("caller_to_model", "model_to_caller", "barge_in", "first_audio")
 SESSION_TIMEOUT_SECONDS = 30.0
 
 

@@ -24,6 +24,7 @@ import orjson
 from benchmarks import lean_ws
 from benchmarks.load_loop import Loop
 from benchmarks.stamps import read_stamp, stamp_frame
+from highway.testing.speech import PCM24K_BYTES_PER_MS, ULAW_BYTES_PER_MS, ULAW_SILENCE_BYTE
 
 __all__ = ["ModelLoad", "ModelSession"]
 
@@ -33,8 +34,8 @@ RESPONSE_CREATE = b'{"type":"response.create"'
 ANSWER_MS = 4000  # longer than the latest barge-in: every answer is cut short
 BARGE_IN_AFTER = (0.8, 2.0)  # seconds into the answer
 CALLER_TURN_SECONDS = 0.6  # speech_started -> speech_stopped
-_BYTES_PER_MS = {"pcmu": 8, "pcm24k": 48}
-_SILENCE = {"pcmu": b"\xff", "pcm24k": b"\0"}
+_BYTES_PER_MS = {"pcmu": ULAW_BYTES_PER_MS, "pcm24k": PCM24K_BYTES_PER_MS}
+_SILENCE = {"pcmu": bytes([ULAW_SILENCE_BYTE]), "pcm24k": b"\0"}
 
 
 def _event(**fields: object) -> bytes:
