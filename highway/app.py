@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
+from quart import Response
 from quart_schema import QuartSchema
 from quart_trio import QuartTrio
 
@@ -15,6 +17,9 @@ from highway.api.auth import register_api_key_check
 from highway.api.errors import JsonRequest, register_error_handlers
 from highway.api.media_streams import MediaStreamRoute
 from highway.config import Settings
+from highway.dashboard import routes as dashboard
+from highway.dashboard import simulated_calls
+from highway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from highway.services import EXTENSION_KEY, Services
 from highway.store import StoreError
 
@@ -35,12 +40,16 @@ class HighwayApp(QuartTrio):
             super().log_exception(exception_info)
 
 
-def create_app(settings: Settings) -> QuartTrio:
-    """Build the app. The store and the Twilio client open when it starts serving."""
+def create_app(settings: Settings, metrics_dir: Path | None = None) -> QuartTrio:
+    """Build the app. The store and the Twilio client open when it starts serving.
+
+    `metrics_dir` is shared by the worker processes of one server, so that /metrics shows
+    all of theirs; None for a server of one process.
+    """
     app = HighwayApp("highway")
     app.config[SETTINGS_KEY] = settings
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
-    shared = app.extensions[EXTENSION_KEY] = Services(settings)
+    shared = app.extensions[EXTENSION_KEY] = Services(settings, metrics_dir)
     QuartSchema(
         app,
         openapi_path="/openapi.json",
@@ -56,7 +65,7 @@ def create_app(settings: Settings) -> QuartTrio:
     register_error_handlers(app)
     register_api_key_check(app, settings)
     twilio_webhooks.register_signature_check(app, settings)
-    for module in (verifications, calls, twilio_webhooks):
+    for module in (verifications, calls, twilio_webhooks, dashboard, simulated_calls):
         app.register_blueprint(module.blueprint)
 
     @app.get("/health")
@@ -75,6 +84,11 @@ def create_app(settings: Settings) -> QuartTrio:
             unavailable = {"status": "unavailable", "worker": os.getpid()}
             return {**unavailable, "error": "Database unavailable"}, 503
         return {"status": "ready", "worker": os.getpid()}, 200
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        """Prometheus text format: calls, frames, the bridge's added delay, errors, outcomes."""
+        return Response(await shared.metrics(), content_type=METRICS_CONTENT_TYPE)
 
     app.asgi_app = MediaStreamRoute(app.asgi_app, settings, shared)  # type: ignore[method-assign]
 

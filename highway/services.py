@@ -8,8 +8,10 @@ In offline mode (no OPENAI_API_KEY) the model is Highway's own stand-in agent, s
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import trio
@@ -17,7 +19,9 @@ from quart import current_app
 
 from highway.call.session import ModelEndpoint
 from highway.config import Settings, redact_url
+from highway.dashboard.fanout import PostgresFanout
 from highway.dashboard.hub import EventHub
+from highway.metrics import Meters, WorkerShare, merge_snapshots, render
 from highway.store import Store, open_store
 from highway.telephony.twilio_rest import TwilioCalls
 
@@ -27,11 +31,19 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EXTENSION_KEY = "highway"
+# How often each worker writes its figures for the others (well within their staleness).
+METRICS_SHARE_SECONDS = 1.0
+# Past its call's longest life, a stream still counted means its worker died mid-call.
+STALE_STREAM_MARGIN_SECONDS = 60.0
 
 
 class Services:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics_dir: Path | None = None) -> None:
         self.settings = settings
+        self.meters = Meters()
+        # Several workers share one port: each writes its figures here, and whichever
+        # answers a scrape adds them all up.
+        self._metrics_share = WorkerShare(metrics_dir) if metrics_dir is not None else None
         self._store: Store | None = None
         self.twilio: TwilioCalls | None = None  # None: Twilio credentials are not configured
         self.hub = EventHub()
@@ -44,8 +56,15 @@ class Services:
             raise RuntimeError("the store is opened when the server starts serving")
         return self._store
 
-    def is_live(self, call_id: int) -> bool:
-        return call_id in self.live_calls
+    @property
+    def stale_stream_seconds(self) -> float:
+        """A stream counted for longer than this belongs to a worker that died mid-call."""
+        return self.settings.max_call_seconds + STALE_STREAM_MARGIN_SECONDS
+
+    async def at_capacity(self) -> bool:
+        """True when HIGHWAY_MAX_CONCURRENT_CALLS calls are streaming, deployment-wide."""
+        streaming = await self.store.streaming_calls(stale_after_seconds=self.stale_stream_seconds)
+        return streaming >= self.settings.max_concurrent_calls
 
     @contextmanager
     def live_call(self, call_id: int, session: CallSession) -> Iterator[None]:
@@ -70,8 +89,33 @@ class Services:
                 settings.twilio_auth_token.get_secret_value(),
                 api_url=settings.twilio_api_url,
             )
+        if not settings.uses_sqlite:
+            # Several workers or hosts may share this database: dashboards on each must
+            # see the calls carried by all of them.
+            fanout = PostgresFanout(
+                self.hub, self._store, settings.database_url, timeout=settings.db_timeout_seconds
+            )
+            await nursery.start(fanout.run)
         if settings.offline:
             self.model = await _start_offline_agent(nursery)
+        if self._metrics_share is not None:
+            nursery.start_soon(self._share_metrics, self._metrics_share)
+
+    async def metrics(self) -> bytes:
+        """The Prometheus text for this worker, or for all of them if there are several."""
+        snapshot = self.meters.snapshot(active_calls=len(self.live_calls))
+        share = self._metrics_share
+        if share is None:
+            return render(snapshot)
+        await trio.to_thread.run_sync(share.write, snapshot)
+        snapshots = await trio.to_thread.run_sync(share.read_all)
+        return render(merge_snapshots(snapshots, now=time.time()))
+
+    async def _share_metrics(self, share: WorkerShare) -> None:
+        while True:
+            snapshot = self.meters.snapshot(active_calls=len(self.live_calls))
+            await trio.to_thread.run_sync(share.write, snapshot)
+            await trio.sleep(METRICS_SHARE_SECONDS)
 
     async def aclose(self) -> None:
         if self.twilio is not None:

@@ -24,7 +24,17 @@ from highway.testing.speech import speech_ulaw
 from highway.testing.twilio_media import CallClosedError, SimulatedCall, open_simulated_call
 from highway.testing.wav import load_wav_ulaw, write_wav_ulaw
 
-__all__ = ["CALLER_ID", "Options", "SimulationFailed", "options_from", "simulate_call"]
+__all__ = [
+    "CALLER_ID",
+    "Options",
+    "RingingCall",
+    "SimulationFailed",
+    "highway_client",
+    "options_from",
+    "ring",
+    "simulate_call",
+    "talk",
+]
 
 _STREAM_URL = re.compile(r'<Stream url="([^"]+)"')
 CALLER_ID = "+15005550199"  # the default of --from
@@ -59,42 +69,87 @@ def options_from(args: argparse.Namespace) -> Options:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class RingingCall:
+    """A simulated inbound call Highway has answered with TwiML, before its stream opens."""
+
+    call_id: int
+    call_sid: str
+    signed_url: str  # the stream URL in the TwiML, which Twilio would sign
+    local_url: str  # the same path on the Highway we can reach
+
+
 async def simulate_call(settings: Settings, options: Options) -> str:
     """Run one simulated call; returns the report to print. Raises SimulationFailed."""
     audio = load_wav_ulaw(options.wav) if options.wav else speech_ulaw(options.speech_ms)
+    async with highway_client(settings, options.url) as client:
+        ringing = await ring(client, settings, options.caller)
+        lines = [f"stream: {ringing.local_url}"]
+        lines += await talk(
+            settings,
+            ringing,
+            audio,
+            turns=options.turns,
+            timeout=options.timeout,
+            save_heard=options.save_heard,
+        )
+        lines += await _transcript(client, ringing.call_id)
+    return "\n".join(lines)
+
+
+def highway_client(settings: Settings, url: str) -> httpx.AsyncClient:
     headers = {}
     if settings.api_key is not None:
         headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
-    token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None
-    async with httpx.AsyncClient(
-        base_url=options.url, headers=headers, trust_env=False, timeout=10
-    ) as client:
-        call_sid = "CA" + uuid.uuid4().hex
-        twiml = await _incoming_call(client, settings, token, call_sid, options.caller)
-        signed_url = _stream_url(twiml)
-        local_url = _local(signed_url, options.url)
-        lines = [f"stream: {local_url}"]
-        with trio.move_on_after(options.timeout) as deadline:
-            async with open_simulated_call(
-                local_url,
-                auth_token=token,
-                signed_url=signed_url,
-                call_sid=call_sid,
-                record=options.save_heard is not None,
-            ) as caller:
-                try:
-                    lines += await _converse(caller, audio, options.turns)
-                except CallClosedError:
-                    lines.append(f"Highway closed the stream (code {caller.close_code})")
-                if options.save_heard:
-                    write_wav_ulaw(options.save_heard, caller.heard_ulaw())
-                    lines.append(f"what the caller heard: {options.save_heard}")
-                await caller.hang_up()
-        if deadline.cancelled_caught:
-            raise SimulationFailed(f"the call did not finish within {options.timeout:g} s")
-        call_id = int(signed_url.rstrip("/").rsplit("/", 1)[1])
-        lines += await _transcript(client, call_id)
-    return "\n".join(lines)
+    return httpx.AsyncClient(base_url=url, headers=headers, trust_env=False, timeout=10)
+
+
+async def ring(client: httpx.AsyncClient, settings: Settings, caller: str) -> RingingCall:
+    """Call Highway's number from `caller`, as Twilio reports it. Raises SimulationFailed."""
+    call_sid = "CA" + uuid.uuid4().hex
+    twiml = await _incoming_call(client, settings, _auth_token(settings), call_sid, caller)
+    signed_url = _stream_url(twiml)
+    call_id = int(signed_url.rstrip("/").rsplit("/", 1)[1])
+    return RingingCall(call_id, call_sid, signed_url, _local(signed_url, str(client.base_url)))
+
+
+async def talk(
+    settings: Settings,
+    ringing: RingingCall,
+    audio: bytes,
+    *,
+    turns: int,
+    timeout: float,
+    save_heard: Path | None = None,
+) -> list[str]:
+    """Open the call's media stream, say `audio` for each of `turns` turns and hang up.
+
+    Returns the report's lines. Raises SimulationFailed past `timeout` seconds.
+    """
+    lines = []
+    with trio.move_on_after(timeout) as deadline:
+        async with open_simulated_call(
+            ringing.local_url,
+            auth_token=_auth_token(settings),
+            signed_url=ringing.signed_url,
+            call_sid=ringing.call_sid,
+            record=save_heard is not None,
+        ) as caller:
+            try:
+                lines += await _converse(caller, audio, turns)
+            except CallClosedError:
+                lines.append(f"Highway closed the stream (code {caller.close_code})")
+            if save_heard:
+                write_wav_ulaw(save_heard, caller.heard_ulaw())
+                lines.append(f"what the caller heard: {save_heard}")
+            await caller.hang_up()
+    if deadline.cancelled_caught:
+        raise SimulationFailed(f"the call did not finish within {timeout:g} s")
+    return lines
+
+
+def _auth_token(settings: Settings) -> str | None:
+    return settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None
 
 
 async def _incoming_call(

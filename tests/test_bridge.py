@@ -130,7 +130,9 @@ async def test_barge_in_truncates_at_what_the_caller_heard(
     assert model.truncations == [truncate]  # accepted: not beyond the audio generated
     assert len(caller.clears) == 1
     interruptions = [e["data"] for e in record["events"] if e["kind"] == "interruption"]
-    assert interruptions == [{"itemId": truncate["item_id"], "heardMs": truncate["audio_end_ms"]}]
+    assert interruptions == [
+        {"itemId": truncate["item_id"], "heardMs": truncate["audio_end_ms"], "truncated": True}
+    ]
 
 
 async def test_no_clear_or_truncate_when_the_caller_speaks_over_silence(bridge: Bridge) -> None:

@@ -296,7 +296,9 @@ def test_a_barge_in_is_recorded_with_where_the_agent_was_cut() -> None:
     conversation = started()
     speak(conversation, "item_a", 1000, now=0.0)
     actions = conversation.model_event({"type": "input_audio_buffer.speech_started"}, now=0.25)
-    assert actions[-1] == Record(EventKind.INTERRUPTION, {"itemId": "item_a", "heardMs": 250})
+    assert actions[-1] == Record(
+        EventKind.INTERRUPTION, {"itemId": "item_a", "heardMs": 250, "truncated": True}
+    )
 
 
 def test_the_transcript_keeps_the_latest_turns_to_restore_and_no_more() -> None:

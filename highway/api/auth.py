@@ -1,5 +1,6 @@
 """The API key: every route needs `Authorization: Bearer $HIGHWAY_API_KEY`, except the
-Twilio webhooks (they carry Twilio's signature instead), /health, /ready and /metrics.
+Twilio webhooks (they carry Twilio's signature instead), /health, /ready, /metrics, and the
+dashboard's page and files (its event stream checks the key itself).
 
 With no key configured the check is off; `highway serve` then refuses to bind anything but
 loopback, so only this machine can reach the API.
@@ -14,12 +15,14 @@ from quart import Quart, request
 from highway.api.errors import ApiError
 from highway.config import Settings
 
-OPEN_PATHS = frozenset({"/health", "/ready", "/metrics"})
+# The dashboard's page and files hold no data: what it shows comes through the key.
 TWILIO_PREFIX = "/twilio/"
+OPEN_PATHS = frozenset({"/", "/health", "/ready", "/metrics"})
+OPEN_PREFIXES = (TWILIO_PREFIX, "/dashboard/static/")
 
 
 def needs_api_key(path: str) -> bool:
-    return path not in OPEN_PATHS and not path.startswith(TWILIO_PREFIX)
+    return path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES)
 
 
 def register_api_key_check(app: Quart, settings: Settings) -> None:

@@ -22,6 +22,7 @@ from highway.api.models import (
     ErrorResponse,
 )
 from highway.call.placing import CallNotPlaced, place_outbound_call
+from highway.dashboard.events import publish_call
 from highway.services import services
 
 blueprint = Blueprint("calls", __name__)
@@ -47,14 +48,24 @@ async def call_customer(data: CallCustomerRequest) -> CallCustomerResponse:
             "Twilio is not configured: set TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and"
             " TWILIO_PHONE_NUMBER",
         )
+    if await state.at_capacity():
+        state.meters.refused("at_capacity")
+        limit = state.settings.max_concurrent_calls
+        raise ApiError(
+            503,
+            f"Highway is at capacity ({limit} concurrent calls); try again later",
+            headers={"Retry-After": "10"},
+        )
     try:
         placed = await place_outbound_call(
             state.store, state.twilio, state.settings, verification, data.to
         )
     except CallNotPlaced as failure:
+        publish_call(state.hub, failure.call)
         raise ApiError(
             500, f"Failed to initiate call: {failure.reason}", callId=failure.call.id
         ) from None
+    publish_call(state.hub, placed.call)
     return CallCustomerResponse(
         message=f"Call initiated with SID: {placed.call_sid}",
         call_id=placed.call.id,

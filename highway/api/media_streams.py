@@ -3,8 +3,11 @@
 This route is served as plain ASGI, ahead of Quart: Quart's WebSocket layer adds a task hop
 and a queue per message, which the per-frame path does not need (see the stack notes). The
 handshake is checked before anything is opened upstream: the signature when a Twilio auth
-token is set, and a call that exists, belongs to that verification and has not ended.
-Otherwise the socket is accepted and closed at once with 1008 (policy violation).
+token is set, and a call that exists, belongs to that verification, has not ended and has
+no stream yet. Otherwise the socket is accepted and closed at once with 1008 (policy
+violation). With HIGHWAY_MAX_CONCURRENT_CALLS streams live across the deployment, it is
+closed with 1013 (try again later) and the reason "at capacity"; Twilio then goes on to the
+TwiML's <Hangup/>.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 from highway.call.session import POLICY_VIOLATION, CallSession
 from highway.config import Settings
 from highway.services import Services
-from highway.store import Call, DatabaseUnavailable, StoreError, call_status
+from highway.store import Admission, Call, DatabaseUnavailable, StoreError, call_status
 from highway.telephony.twilio_signature import TwilioSignatureCheck
 from highway.telephony.twiml import stream_url
 
@@ -38,9 +41,13 @@ AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 class Refused(Exception):
     """The handshake is not admitted; the message says why (for the log)."""
 
-    def __init__(self, reason: str, code: int = POLICY_VIOLATION) -> None:
-        super().__init__(reason)
+    def __init__(
+        self, message: str, kind: str, code: int = POLICY_VIOLATION, reason: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind  # for the metrics: invalid_request, invalid_signature, …
         self.code = code
+        self.reason = reason  # the close frame's reason, for the peer
 
 
 class AsgiCallerSocket:
@@ -69,10 +76,10 @@ class AsgiCallerSocket:
         if not self.closed:
             await self._send({"type": "websocket.send", "text": text})
 
-    async def close(self, code: int) -> None:
+    async def close(self, code: int, reason: str = "") -> None:
         if not self.closed:
             self.closed = True
-            await self._send({"type": "websocket.close", "code": code})
+            await self._send({"type": "websocket.close", "code": code, "reason": reason})
 
 
 class MediaStreamRoute:
@@ -96,8 +103,9 @@ class MediaStreamRoute:
             call = await self._admit(scope)
         except Refused as refusal:
             log.warning("media stream %s refused: %s", scope["path"], refusal)
+            self.services.meters.refused(refusal.kind)
             await caller.accept()
-            await caller.close(refusal.code)
+            await caller.close(refusal.code, refusal.reason)
             return
         session = CallSession(
             call=call,
@@ -107,6 +115,7 @@ class MediaStreamRoute:
             hub=self.services.hub,
             model=self.services.model,
             twilio=self.services.twilio,
+            meters=self.services.meters,
         )
         with self.services.live_call(call.id, session):
             await caller.accept()
@@ -115,28 +124,45 @@ class MediaStreamRoute:
     async def _admit(self, scope: Scope) -> Call:
         match = _PATH.fullmatch(scope["path"])
         if match is None:
-            raise Refused("not a /media-stream/{verification_id}/{call_id} path")
+            raise Refused("not a /media-stream/{verification_id}/{call_id} path", "invalid_request")
         verification_id, call_id = int(match[1]), int(match[2])
         if self._signatures is not None:
             signature = _header(scope, b"x-twilio-signature")
             signed_url = stream_url(self.settings.public_url, verification_id, call_id)
             if not self._signatures.is_valid(signed_url, {}, signature):
-                raise Refused("invalid or missing Twilio signature")
+                raise Refused("invalid or missing Twilio signature", "invalid_signature")
+        store = self.services.store
         try:
-            call = await self.services.store.get_call(call_id)
+            call = await store.get_call(call_id)
+            if call is None:
+                raise Refused(f"call {call_id} does not exist", "invalid_request")
+            if (call.verification_id or 0) != verification_id:
+                raise Refused(
+                    f"call {call_id} does not belong to verification {verification_id}",
+                    "invalid_request",
+                )
+            if call_status.is_terminal(call.status):
+                raise Refused(
+                    f"call {call_id} has already ended ({call.status})", "invalid_request"
+                )
+            admission = await store.admit_stream(
+                call_id,
+                limit=self.settings.max_concurrent_calls,
+                stale_after_seconds=self.services.stale_stream_seconds,
+            )
         except DatabaseUnavailable as error:
-            raise Refused(f"database unavailable: {error}", TRY_AGAIN_LATER) from None
+            raise Refused(f"database unavailable: {error}", "database", TRY_AGAIN_LATER) from None
         except StoreError as error:
-            raise Refused(f"store error: {error}", TRY_AGAIN_LATER) from None
-        if call is None:
-            raise Refused(f"call {call_id} does not exist")
-        if (call.verification_id or 0) != verification_id:
-            raise Refused(f"call {call_id} does not belong to verification {verification_id}")
-        if call_status.is_terminal(call.status):
-            raise Refused(f"call {call_id} has already ended ({call.status})")
-        # Checked after the last await, so that two handshakes cannot both pass it.
-        if self.services.is_live(call_id):
-            raise Refused(f"call {call_id} already has a stream")
+            raise Refused(f"store error: {error}", "database", TRY_AGAIN_LATER) from None
+        if admission is Admission.AT_CAPACITY:
+            raise Refused(
+                f"at capacity ({self.settings.max_concurrent_calls} concurrent calls)",
+                "at_capacity",
+                TRY_AGAIN_LATER,
+                reason="Highway is at capacity; try again later",
+            )
+        if admission is not Admission.ADMITTED:
+            raise Refused(f"call {call_id} already has a stream", "invalid_request")
         return call
 
 

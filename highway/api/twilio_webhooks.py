@@ -26,11 +26,15 @@ from highway.api.errors import ApiError
 from highway.api.models import ErrorResponse
 from highway.call.placing import answer_inbound_call, stream_twiml
 from highway.config import Settings
+from highway.dashboard.events import publish_call
 from highway.services import services
 from highway.store.call_status import TWILIO_STATUSES
+from highway.telephony import twiml
 from highway.telephony.twilio_signature import TwilioSignatureCheck, public_request_url
 
 log = logging.getLogger(__name__)
+
+BUSY_MESSAGE = "Sorry, all our lines are busy right now. Please call again later. Goodbye."
 
 blueprint = Blueprint("twilio", __name__, url_prefix="/twilio")
 
@@ -87,7 +91,8 @@ def _sent_at(timestamp: str | None):
 @document_response(ErrorResponse, 404)
 async def status_callback(data: StatusCallback) -> tuple[str, int]:
     """Twilio reports a call's progress: initiated, ringing, answered, completed."""
-    update = await services().store.apply_twilio_status(
+    state = services()
+    update = await state.store.apply_twilio_status(
         call_sid=data.call_sid,
         status=data.call_status,
         at=_sent_at(data.timestamp),
@@ -99,6 +104,7 @@ async def status_callback(data: StatusCallback) -> tuple[str, int]:
         raise ApiError(404, f"Call {data.call_sid} not found")
     if update.changed:
         log.info("call %d is now %s", update.call.id, update.call.status)
+        publish_call(state.hub, update.call)
     return "", 204
 
 
@@ -135,6 +141,14 @@ async def incoming_call(data: IncomingCall) -> Response:
     call = await answer_inbound_call(
         state.store, data.call_sid, data.from_, data.to, data.call_status
     )
+    if await state.at_capacity():
+        state.meters.refused("at_capacity")
+        # Kept on record as refused, and the caller hears why rather than silence.
+        call = await state.store.fail_call(call.id, error="at capacity", end_reason="at_capacity")
+        publish_call(state.hub, call)
+        log.warning("inbound call %d refused: at capacity", call.id)
+        return Response(twiml.busy(BUSY_MESSAGE), status=200, content_type="text/xml")
+    publish_call(state.hub, call)
     body = stream_twiml(state.settings, call.verification_id, call.id)
     return Response(body, status=200, content_type="text/xml")
 

@@ -43,6 +43,10 @@ _ULAW_BYTES_PER_MS = 8
 _PCM24K_BYTES_PER_MS = 48
 
 
+# The model's speech: the one model event on the per-frame path.
+AUDIO_DELTA = "response.output_audio.delta"
+
+
 @dataclass(frozen=True, slots=True)
 class ToTwilio:
     frame: str
@@ -160,7 +164,7 @@ class Conversation:
 
     def model_event(self, event: dict[str, Any], now: float) -> list[Action]:
         kind = event.get("type")
-        if kind == "response.output_audio.delta":
+        if kind == AUDIO_DELTA:
             return self._model_audio(event, now)
         handler = _MODEL_HANDLERS.get(kind)  # type: ignore[arg-type]
         return handler(self, event, now) if handler else []
@@ -242,11 +246,17 @@ class Conversation:
             return []
         self.barge_ins += 1
         actions: list[Action] = [ToTwilio(media_stream.clear_frame(self.stream_sid))]
-        if truncation.item_id not in self._stale_items:
+        # An item the model has already dropped (its session was replaced) is not truncated.
+        truncated = truncation.item_id not in self._stale_items
+        if truncated:
             actions.append(
                 ToModel(openai_events.truncate(truncation.item_id, truncation.audio_end_ms))
             )
-        data = {"itemId": truncation.item_id, "heardMs": truncation.audio_end_ms}
+        data = {
+            "itemId": truncation.item_id,
+            "heardMs": truncation.audio_end_ms,
+            "truncated": truncated,
+        }
         actions.append(Record(EventKind.INTERRUPTION, data))
         return actions
 

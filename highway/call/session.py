@@ -30,6 +30,7 @@ import trio_websocket
 
 from highway.call.agent import agent_session
 from highway.call.conversation import (
+    AUDIO_DELTA,
     Action,
     CallEnds,
     Conversation,
@@ -41,7 +42,9 @@ from highway.call.conversation import (
 )
 from highway.call.tools import ToolResult, run_tool
 from highway.config import Settings
+from highway.dashboard.events import publish_call, publish_call_event, verification_outcome
 from highway.dashboard.hub import EventHub
+from highway.metrics import Meters
 from highway.realtime import openai_events
 from highway.realtime.websocket_client import close_quietly, open_websocket
 from highway.store import Call, EventKind, Store, StoreError, Verification
@@ -66,15 +69,6 @@ NORMAL_CLOSURE = 1000
 GOING_AWAY = 1001
 POLICY_VIOLATION = 1008
 INTERNAL_ERROR = 1011
-
-# Hub event names the seed's dashboard used; see highway.dashboard.
-_HUB_NAMES = {
-    EventKind.USER: "user_transcript",
-    EventKind.ASSISTANT: "ava_response",
-    EventKind.TOOL: "toolCall",
-    EventKind.DTMF: "dtmf",
-    EventKind.INTERRUPTION: "bargeIn",
-}
 
 
 class CallerSocket(Protocol):
@@ -133,6 +127,7 @@ class CallSession:
         hub: EventHub,
         model: ModelEndpoint,
         twilio: TwilioCalls | None,
+        meters: Meters,
     ) -> None:
         self.call = call
         self.caller = caller
@@ -141,6 +136,7 @@ class CallSession:
         self.hub = hub
         self.model = model
         self.twilio = twilio
+        self.meters = meters
         self.conversation = Conversation(settings.audio_mode)
         self.verification: Verification | None = None
         self.ending: _Ending | None = None
@@ -169,6 +165,7 @@ class CallSession:
                 nursery.start_soon(self._record)
         except Exception:
             log.exception("call %d: the bridge failed", self.call.id)
+            self.meters.error("bridge")
             self.end("bridge_error", failed=True, error="internal error")
         finally:
             with trio.CancelScope(shield=True):
@@ -201,15 +198,21 @@ class CallSession:
             await self._store_remaining_records()
             status = "failed" if ending.failed else "completed"
             try:
-                await self.store.end_call(
+                ended = await self.store.end_call(
                     self.call.id, status=status, end_reason=ending.reason, error=ending.error
                 )
+                publish_call(self.hub, ended)
             except StoreError as error:
                 log.error("call %d: could not store its end: %s", self.call.id, error)
+                self.meters.error("store")
         if scope.cancelled_caught:
             log.error("call %d: storing its end timed out", self.call.id)
+            self.meters.error("store")
+        self.meters.call_ended("failed" if ending.failed else "completed", ending.reason)
         self.hub.publish("callStatus", self.call.id, status="inactive")
-        self.hub.publish("clientDisconnected", self.call.id, reason=ending.reason)
+        self.hub.publish(
+            "clientDisconnected", self.call.id, text="Client disconnected", reason=ending.reason
+        )
         log.info(
             "call %d ended: %s (model connections %d, model errors %d, bad frames %d,"
             " barge-ins %d)",
@@ -244,8 +247,10 @@ class CallSession:
 
     async def _read_caller(self) -> None:
         conversation = self.conversation
+        meters = self.meters
         while True:
             frame = await self.caller.receive()
+            received_at = trio.current_time()
             if frame is None:
                 self.end("caller_disconnected")
                 return
@@ -255,10 +260,12 @@ class CallSession:
                 self._bad_frame(error)
                 continue
             if type(event) is Media:
-                self._last_media_at = trio.current_time()
+                self._last_media_at = received_at
+                meters.frames_in += 1
                 text = conversation.caller_audio(event)
                 if text is not None:
                     await self._send_model(text)
+                meters.caller_to_model.observe(trio.current_time() - received_at)
                 continue
             if type(event) is Start and not self._accept_start(event):
                 return
@@ -323,6 +330,8 @@ class CallSession:
             endpoint.full_url, endpoint.headers, connect_timeout=MODEL_CONNECT_TIMEOUT_SECONDS
         ) as upstream:
             self.model_connections += 1
+            if self.model_connections > 1:
+                self.meters.openai_reconnects += 1
             try:
                 await self._verification_loaded.wait()
                 await self._configure(upstream)
@@ -366,6 +375,7 @@ class CallSession:
     async def _read_model(self, upstream: trio_websocket.WebSocketConnection) -> None:
         """Read until the connection drops (raises) or it is time to roll over (returns)."""
         conversation = self.conversation
+        meters = self.meters
         rollover_at = trio.current_time() + self.settings.openai_session_seconds
         while True:
             now = trio.current_time()
@@ -394,13 +404,18 @@ class CallSession:
                 if self._model_error(event):
                     return
                 continue
-            await self._perform(conversation.model_event(event, trio.current_time()))
+            received_at = trio.current_time()
+            await self._perform(conversation.model_event(event, received_at))
+            if event.get("type") == AUDIO_DELTA:
+                meters.frames_out += 1
+                meters.model_to_caller.observe(trio.current_time() - received_at)
 
     def _model_error(self, event: dict[str, Any]) -> bool:
         """Log an OpenAI error event; True if the session is over (its 60 minutes)."""
         error = event.get("error") or {}
         code = error.get("code") or error.get("type") or "unknown"
         self.model_errors += 1
+        self.meters.error("openai_error")
         if code == "session_expired":
             log.info("call %d: OpenAI session expired; rolling over", self.call.id)
             return True
@@ -467,6 +482,7 @@ class CallSession:
                 await self.twilio.hangup(call_sid)
             except TwilioError as error:
                 log.warning("call %d: Twilio hang-up failed: %s", self.call.id, error)
+                self.meters.error("twilio_hangup")
         # Closing the stream also ends the call: the TwiML after <Connect> is <Hangup/>.
         log.info("call %d: agent hung up: %s", self.call.id, reason)
         self.end("agent_hung_up")
@@ -474,17 +490,19 @@ class CallSession:
     async def _store_record(self, action: Record) -> None:
         # Shielded: once taken from the queue, a record is stored and published even if the
         # call ends meanwhile (the database's own timeout bounds the wait).
+        event_id = None
         with trio.CancelScope(shield=True):
             try:
-                await self.store.add_event(self.call.id, action.kind, action.data)
+                event_id = (await self.store.add_event(self.call.id, action.kind, action.data)).id
             except StoreError as error:
                 log.error("call %d: %s event not stored: %s", self.call.id, action.kind, error)
-        name = _HUB_NAMES.get(action.kind, action.kind.value)
-        self.hub.publish(name, self.call.id, **action.data)
-        if action.kind is EventKind.TOOL and action.data.get("name") == "finish_verification":
-            outcome = action.data.get("result", {}).get("outcome")
-            if outcome:
-                self.hub.publish("outcome", self.call.id, outcome=outcome)
+                self.meters.error("store")
+        publish_call_event(self.hub, self.call.id, action.kind, action.data, event_id)
+        if action.kind is EventKind.INTERRUPTION:
+            self.meters.barge_ins += 1
+            self.meters.truncations += bool(action.data.get("truncated"))
+        elif outcome := verification_outcome(action.kind, action.data):
+            self.meters.outcome(outcome)
 
     async def _run_tool(self, action: RunTool) -> None:
         """Run the tool and store its event (both shielded, like records), then answer."""
@@ -495,6 +513,7 @@ class CallSession:
                 )
             except StoreError as error:
                 log.error("call %d: tool %s failed: %s", self.call.id, action.name, error)
+                self.meters.error("store")
                 result = ToolResult({"error": "the record could not be saved; try again"})
             record = Record(EventKind.TOOL, {"callId": action.call_id, **result.record})
             await self._store_record(record)
@@ -527,14 +546,20 @@ class CallSession:
 
     async def _record_start(self, start: Start) -> None:
         try:
-            await self.store.record_stream_start(self.call.id, start.stream_sid)
+            publish_call(
+                self.hub, await self.store.record_stream_start(self.call.id, start.stream_sid)
+            )
         except StoreError as error:
             log.error("call %d: stream start not stored: %s", self.call.id, error)
-        self.hub.publish("clientConnected", self.call.id)
+            self.meters.error("store")
+        self.hub.publish(
+            "clientConnected", self.call.id, text="Client connected", streamSid=start.stream_sid
+        )
         self.hub.publish("callStatus", self.call.id, status="active")
 
     def _bad_frame(self, error: FrameError) -> None:
         self.bad_frames += 1
+        self.meters.error("bad_frame")
         # The first, then every 100th: a broken client must not flood the log.
         if self.bad_frames == 1 or self.bad_frames % 100 == 0:
             log.warning(

@@ -12,9 +12,10 @@ from highway.store.records import (
     Verification,
     VerificationStatus,
 )
-from highway.store.store import StatusUpdate, Store, UnknownField, open_store
+from highway.store.store import Admission, StatusUpdate, Store, UnknownField, open_store
 
 __all__ = [
+    "Admission",
     "Call",
     "CallDirection",
     "CallEvent",

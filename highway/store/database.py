@@ -280,7 +280,7 @@ class PostgresDatabase(Database):
         try:
             psycopg.connect(self._pool.conninfo, connect_timeout=self._connect_timeout).close()
         except psycopg.OperationalError as error:
-            raise DatabaseUnavailable(f"PostgreSQL: {_first_line(error)}") from None
+            raise DatabaseUnavailable(f"PostgreSQL: {first_line(error)}") from None
 
     @property
     def _limiter(self) -> trio.CapacityLimiter:
@@ -295,7 +295,7 @@ class PostgresDatabase(Database):
             ):
                 return work(Transaction(cursor, self.dialect))
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as error:
-            raise DatabaseUnavailable(f"PostgreSQL: {_first_line(error)}") from None
+            raise DatabaseUnavailable(f"PostgreSQL: {first_line(error)}") from None
 
     def _interrupt(self) -> None:
         pass  # the connection's statement_timeout ends the statement on the server
@@ -304,7 +304,7 @@ class PostgresDatabase(Database):
         await trio.to_thread.run_sync(lambda: self._pool.close(timeout=self.timeout))
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
 

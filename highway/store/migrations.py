@@ -80,6 +80,12 @@ _RECORDING = (
     "CREATE INDEX calls_by_status ON calls (status, id)",
 )
 
+# Live streams are counted in the database, so that every worker and host sees one limit.
+_STREAMING = (
+    "ALTER TABLE calls ADD COLUMN streaming_since {time}",
+    "CREATE INDEX calls_streaming ON calls (streaming_since) WHERE ended_at IS NULL",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -91,6 +97,12 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         2, "call recordings and answering machines", sqlite=_RECORDING, postgresql=_RECORDING
+    ),
+    Migration(
+        3,
+        "live streams, counted for the concurrent-call limit",
+        sqlite=tuple(statement.format(time="TEXT") for statement in _STREAMING),
+        postgresql=tuple(statement.format(time="TIMESTAMPTZ") for statement in _STREAMING),
     ),
 )
 LATEST = MIGRATIONS[-1].version

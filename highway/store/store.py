@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import enum
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from highway.store import call_status
@@ -33,6 +34,19 @@ _CALL_COLUMNS = (
     " created_at, answered_at, ended_at, duration_seconds, end_reason, error, recording_url,"
     " answered_by"
 )
+
+
+# Any constant will do: every Highway process must use the same one.
+_ADMISSION_LOCK = 0x4869676877617901
+
+
+class Admission(enum.Enum):
+    """The answer to a media stream asking to start."""
+
+    ADMITTED = "admitted"
+    AT_CAPACITY = "at_capacity"
+    ALREADY_STREAMING = "already_streaming"
+    UNKNOWN_CALL = "unknown_call"
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +309,64 @@ class Store:
 
         return Call.from_row(_required(await self.database.run(work)))
 
+    async def admit_stream(
+        self, call_id: int, *, limit: int, stale_after_seconds: float
+    ) -> Admission:
+        """Count the call as streaming, unless `limit` calls already are, deployment-wide.
+
+        A stream counts from its admission until its call has ended. A worker that died
+        leaves its calls unended, so a stream older than `stale_after_seconds` (longer than
+        any call may last) no longer counts. On PostgreSQL an advisory lock makes workers
+        admit one at a time, so that two of them cannot both take the last place.
+        """
+        now = utc_now()
+        cutoff = now - timedelta(seconds=stale_after_seconds)
+
+        def work(tx: Transaction) -> Admission:
+            if tx.dialect.name == "postgresql":
+                tx.execute("SELECT pg_advisory_xact_lock(:key)", {"key": _ADMISSION_LOCK})
+            row = tx.one(
+                f"SELECT streaming_since, ended_at FROM calls WHERE id = :id"
+                f"{tx.dialect.for_update}",
+                {"id": call_id},
+            )
+            if row is None:
+                return Admission.UNKNOWN_CALL
+            if row["streaming_since"] is not None and row["ended_at"] is None:
+                return Admission.ALREADY_STREAMING
+            if _count_streaming(tx, cutoff) >= limit:
+                return Admission.AT_CAPACITY
+            tx.execute(
+                "UPDATE calls SET streaming_since = :now WHERE id = :id",
+                {"now": now, "id": call_id},
+            )
+            return Admission.ADMITTED
+
+        return await self.database.run(work)
+
+    async def streaming_calls(self, *, stale_after_seconds: float) -> int:
+        """How many calls are streaming now, deployment-wide (see `admit_stream`)."""
+        cutoff = utc_now() - timedelta(seconds=stale_after_seconds)
+        return await self.database.run(lambda tx: _count_streaming(tx, cutoff))
+
+    async def notification_channel(self, prefix: str) -> str:
+        """A LISTEN/NOTIFY channel for this database and schema: channels are shared by the
+        whole database, and two deployments may use two schemas of one database."""
+        row = await self.database.run(lambda tx: tx.one("SELECT current_schema() AS name"))
+        return f"{prefix}.{(row or {}).get('name') or 'public'}"[:63]
+
+    async def notify(self, channel: str, payloads: Sequence[str]) -> None:
+        """PostgreSQL NOTIFY: each payload on `channel`, in order, in one transaction."""
+
+        def work(tx: Transaction) -> None:
+            tx.execute(
+                "SELECT pg_notify(:channel, payload)"
+                " FROM unnest(CAST(:payloads AS text[])) AS payload",
+                {"channel": channel, "payloads": list(payloads)},
+            )
+
+        await self.database.run(work)
+
     async def end_call(
         self, call_id: int, *, status: str, end_reason: str, error: str | None = None
     ) -> Call:
@@ -399,6 +471,15 @@ async def open_store(url: str, *, timeout: float = 5.0, migrate_to: int | None =
 
 
 # Helpers that run inside a unit of work (on the worker thread).
+
+
+def _count_streaming(tx: Transaction, cutoff: datetime) -> int:
+    row = tx.one(
+        "SELECT COUNT(*) AS streaming FROM calls"
+        " WHERE ended_at IS NULL AND streaming_since > :cutoff",
+        {"cutoff": cutoff},
+    )
+    return int((row or {}).get("streaming") or 0)
 
 
 def _required(row: dict[str, Any] | None) -> dict[str, Any]:

@@ -29,3 +29,11 @@ def connect_stream(url: str, parameters: Mapping[str, str]) -> str:
     response.append(connect)
     response.hangup()
     return str(response)
+
+
+def busy(message: str) -> str:
+    """Say `message` and hang up: the answer when Highway cannot take the call."""
+    response = VoiceResponse()
+    response.say(message)
+    response.hangup()
+    return str(response)

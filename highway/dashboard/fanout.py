@@ -1,0 +1,140 @@
+"""Every worker's events to every worker's dashboards, through PostgreSQL LISTEN/NOTIFY.
+
+Each worker publishes its events with NOTIFY on one channel and listens on it, its own
+included, so all dashboards see the same events in the same order (PostgreSQL delivers
+notifications in commit order). Publishing never waits for the database: events queue, and
+one task sends whatever has queued in one transaction. If the queue overflows, or the
+listening connection drops, subscribers are interrupted, and dashboards reconnect and
+start again from a snapshot of the database, which has every call's record and events.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+import trio
+
+from highway.dashboard.hub import Event, EventHub
+from highway.store import DatabaseUnavailable, Store
+from highway.store.listen import listen
+
+__all__ = ["PostgresFanout", "fit_payload"]
+
+log = logging.getLogger(__name__)
+
+CHANNEL_PREFIX = "highway_events"
+# PostgreSQL refuses a NOTIFY payload of 8000 bytes or more.
+MAX_PAYLOAD_BYTES = 7900
+QUEUE_LENGTH = 10_000
+MAX_BATCH = 500
+RECONNECT_SECONDS = (0.5, 1.0, 2.0, 5.0)
+
+
+class PostgresFanout:
+    """Relays a hub's events through PostgreSQL; `run` it for as long as the hub is used."""
+
+    def __init__(self, hub: EventHub, store: Store, url: str, *, timeout: float) -> None:
+        self.hub = hub
+        self.store = store
+        self.url = url
+        self.timeout = timeout
+        self.dropped = 0
+        self._send, self._receive = trio.open_memory_channel[str](QUEUE_LENGTH)
+
+    def relay(self, event: Event) -> None:
+        """Queue `event` for NOTIFY (the hub calls this for every published event)."""
+        try:
+            self._send.send_nowait(fit_payload(event))
+        except trio.WouldBlock:
+            self.dropped += 1
+            self.hub.interrupt("events were dropped: the database is not keeping up")
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen (the first connection must succeed: else DatabaseUnavailable), then relay
+        until cancelled, reconnecting whenever the connection drops."""
+        channel = await self.store.notification_channel(CHANNEL_PREFIX)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self._listen, channel)
+            self.hub.relay_through(self.relay)
+            try:
+                nursery.start_soon(self._notify, channel)
+                task_status.started()
+                await trio.sleep_forever()
+            finally:
+                self.hub.relay_through(None)
+
+    async def _listen(
+        self, channel: str, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        failures = 0
+        started = False
+        while True:
+            try:
+                async with listen(self.url, channel, timeout=self.timeout) as listener:
+                    if failures:
+                        log.info("dashboard events: listening again on PostgreSQL")
+                    failures = 0
+                    if not started:
+                        task_status.started()
+                        started = True
+                    async for payload in listener:
+                        self._deliver(payload)
+            except DatabaseUnavailable as error:
+                if not started:
+                    raise  # start-up fails, with the database's reason
+                self.hub.interrupt("the database connection was lost")
+                delay = RECONNECT_SECONDS[min(failures, len(RECONNECT_SECONDS) - 1)]
+                failures += 1
+                log.warning("dashboard events: %s; reconnecting in %g s", error, delay)
+                await trio.sleep(delay)
+
+    def _deliver(self, payload: str) -> None:
+        try:
+            event = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            log.warning("dashboard events: ignored a notification that is not JSON")
+            return
+        if isinstance(event, dict):
+            self.hub.deliver(event)
+
+    async def _notify(self, channel: str) -> None:
+        async for first in self._receive:
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self._receive.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            try:
+                await self.store.notify(channel, batch)
+            except DatabaseUnavailable as error:
+                log.warning("dashboard events: %d not sent: %s", len(batch), error)
+                self.hub.interrupt("events were lost: the database is unavailable")
+
+
+def fit_payload(event: Event) -> str:
+    """`event` as JSON within NOTIFY's limit: long texts are cut, and the event says so."""
+    payload = orjson.dumps(event)
+    if len(payload) <= MAX_PAYLOAD_BYTES:
+        return payload.decode()
+    cut = dict(event, truncated=True)
+    longest_first = sorted(
+        (key for key, value in event.items() if isinstance(value, str)),
+        key=lambda key: len(event[key]),
+        reverse=True,
+    )
+    for key in longest_first:
+        excess = len(orjson.dumps(cut)) - MAX_PAYLOAD_BYTES
+        if excess <= 0:
+            break
+        # Each character is at least one byte, so dropping `excess` of them is enough.
+        cut[key] = cut[key][: max(0, len(cut[key]) - excess - 8)] + "…"
+    payload = orjson.dumps(cut)
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        # Nested values (a tool's result) are too big: keep only what identifies the event.
+        payload = orjson.dumps(
+            {key: event[key] for key in ("type", "callId", "at", "worker") if key in event}
+            | {"truncated": True}
+        )
+    return payload.decode()
