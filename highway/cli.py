@@ -144,7 +144,7 @@ def _serve(args: argparse.Namespace) -> int:
             "so use --workers 1 or a postgresql:// HIGHWAY_DATABASE_URL"
         )
 
-    configure_logging()
+    configure_logging(settings.log_level, settings.log_format)
     # Imported here so that settings errors are reported without loading the server stack.
     from highway import server
 
@@ -179,7 +179,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _simulate_call(args: argparse.Namespace) -> int:
     settings = _load()
-    configure_logging(logging.WARNING)
+    configure_logging(logging.WARNING, settings.log_format)
     # Imported here, like the server: `highway serve` need not load the simulator.
     import trio
 

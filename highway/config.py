@@ -144,6 +144,14 @@ class Settings(BaseSettings):
     vad_prefix_padding_ms: int = Field(300, ge=0, validation_alias="HIGHWAY_VAD_PREFIX_PADDING_MS")
     vad_silence_ms: int = Field(500, gt=0, validation_alias="HIGHWAY_VAD_SILENCE_MS")
 
+    # Logs: `auto` is readable lines on a terminal and JSON otherwise (Docker, systemd).
+    log_format: Annotated[Literal["auto", "json", "console"], BeforeValidator(_lower)] = Field(
+        "auto", validation_alias="HIGHWAY_LOG_FORMAT"
+    )
+    log_level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)] = (
+        Field("info", validation_alias="HIGHWAY_LOG_LEVEL")
+    )
+
     @property
     def offline(self) -> bool:
         """True when no OpenAI key is configured, so no call can reach the AI service."""

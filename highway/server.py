@@ -15,10 +15,12 @@ import multiprocessing
 import re
 import signal
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event as ProcessEvent
+from pathlib import Path
 
 import trio
 from hypercorn.config import Config, Sockets
@@ -27,7 +29,7 @@ from hypercorn.utils import LifespanFailureError, check_multiprocess_shutdown_ev
 
 from highway.app import create_app
 from highway.config import Settings
-from highway.log import configure_logging
+from highway.log import configure_logging, current_log_settings
 
 log = logging.getLogger(__name__)
 
@@ -79,21 +81,27 @@ def serve(settings: Settings, config: Config, sockets: Sockets, workers: int) ->
                 log.error("cannot start: %s", failure)
                 return 1
             return 0
-        processes, stop = _start_workers(settings, config, sockets, workers)
-        return trio.run(_supervise, processes, stop)
+        # The workers share their metrics here, so that a scrape shows all of them.
+        with tempfile.TemporaryDirectory(prefix="highway-metrics-") as metrics_dir:
+            processes, stop = _start_workers(settings, config, sockets, workers, Path(metrics_dir))
+            return trio.run(_supervise, processes, stop)
     finally:
         close_sockets(sockets)
 
 
 async def _serve_here(
-    settings: Settings, config: Config, sockets: Sockets, shared_stop: ProcessEvent | None = None
+    settings: Settings,
+    config: Config,
+    sockets: Sockets,
+    shared_stop: ProcessEvent | None = None,
+    metrics_dir: Path | None = None,
 ) -> None:
     """Serve in this process until a stop signal, then let Hypercorn shut down gracefully.
 
     In a worker (`shared_stop` given) the parent decides on Ctrl-C, so SIGINT stays ignored;
     SIGTERM still stops the worker gracefully in case it is sent to the whole process group.
     """
-    app = wrap_app(create_app(settings), config.wsgi_max_body_size, "asgi")
+    app = wrap_app(create_app(settings, metrics_dir), config.wsgi_max_body_size, "asgi")
     stop = trio.Event()
     watched = _STOP_SIGNALS if shared_stop is None else (signal.SIGTERM,)
     with _startup_failure_reported(), trio.open_signal_receiver(*watched) as signals:
@@ -162,7 +170,7 @@ async def _on_signals(
 
 
 def _start_workers(
-    settings: Settings, config: Config, sockets: Sockets, workers: int
+    settings: Settings, config: Config, sockets: Sockets, workers: int, metrics_dir: Path
 ) -> tuple[list[BaseProcess], ProcessEvent]:
     """Spawn the worker processes; they share `sockets` and stop when the event is set."""
     context = multiprocessing.get_context("spawn")
@@ -170,12 +178,14 @@ def _start_workers(
     processes: list[BaseProcess] = []
     # A terminal's Ctrl-C reaches the whole process group. Workers start with SIGINT
     # ignored (spawned processes inherit that) so that this process alone decides.
+    # Plain values, not handlers: each worker sets up its own logging the same way.
+    log_level, log_format = current_log_settings()
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         for number in range(1, workers + 1):
             process = context.Process(
                 target=_worker_main,
-                args=(settings, config, sockets, stop, logging.getLogger().level),
+                args=(settings, config, sockets, stop, metrics_dir, log_level, log_format),
                 name=f"highway-worker-{number}",
             )
             process.start()
@@ -224,12 +234,18 @@ async def _supervise(processes: list[BaseProcess], stop: ProcessEvent) -> int:
 
 
 def _worker_main(
-    settings: Settings, config: Config, sockets: Sockets, stop: ProcessEvent, log_level: int
+    settings: Settings,
+    config: Config,
+    sockets: Sockets,
+    stop: ProcessEvent,
+    metrics_dir: Path,
+    log_level: int,
+    log_format: str,
 ) -> None:
-    """Entry point of a spawned worker process."""
-    configure_logging(log_level)
+    """Entry point of a spawned worker process; logs like its parent (level, format)."""
+    configure_logging(log_level, log_format)
     try:
-        trio.run(_serve_here, settings, config, sockets, stop)
+        trio.run(_serve_here, settings, config, sockets, stop, metrics_dir)
     except StartupFailed as failure:
         log.error("cannot start: %s", failure)
         sys.exit(1)

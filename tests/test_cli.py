@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -16,40 +12,16 @@ import pytest
 import trio
 import trio_websocket
 
-import highway
 from highway.cli import is_loopback
-from highway.config import ENV_NAMES
 from highway.testing.twilio_media import open_simulated_call
-
-# Generous: a cold interpreter start, plus spawning workers on a busy CI machine.
-STARTUP_TIMEOUT = 30
-# Hypercorn's line, e.g. "Running on http://127.0.0.1:41675 (CTRL + C to quit)".
-RUNNING_ON = re.compile(rb"Running on http://(?P<host>\S+):(?P<port>\d+) ")
-
-
-def highway_env(tmp_path: Path, **settings: str) -> dict[str, str]:
-    """This environment without Highway's variables, plus `settings` and a tmp SQLite file."""
-    env = {k: v for k, v in os.environ.items() if k not in ENV_NAMES}
-    # The subprocess must import the same `highway` as this test run.
-    source_root = str(Path(highway.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [source_root, env.get("PYTHONPATH")]))
-    env["HIGHWAY_DATABASE_URL"] = f"sqlite:///{tmp_path / 'highway.db'}"
-    env.update(settings)
-    return env
-
-
-async def run_highway(tmp_path: Path, *args: str, **settings: str) -> subprocess.CompletedProcess:
-    """Run `highway *args` to completion in tmp_path (where no .env exists)."""
-    with trio.fail_after(STARTUP_TIMEOUT):
-        return await trio.run_process(
-            [sys.executable, "-m", "highway", *args],
-            cwd=tmp_path,
-            env=highway_env(tmp_path, **settings),
-            stdin=subprocess.DEVNULL,
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-        )
+from tests.cli_support import (
+    RUNNING_ON,
+    STARTUP_TIMEOUT,
+    log_records,
+    run_highway,
+    serving,
+    stop,
+)
 
 
 def assert_one_line_refusal(result: subprocess.CompletedProcess, *fragments: str) -> str:
@@ -61,65 +33,6 @@ def assert_one_line_refusal(result: subprocess.CompletedProcess, *fragments: str
     for fragment in fragments:
         assert fragment in stderr
     return stderr
-
-
-class Output:
-    """The merged stdout and stderr of a running process, read as it arrives."""
-
-    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
-        self._stream = stream
-        self.data = b""
-
-    async def wait_for(self, pattern: re.Pattern[bytes]) -> re.Match[bytes]:
-        while (match := pattern.search(self.data)) is None:
-            chunk = await self._stream.receive_some()
-            if not chunk:
-                raise AssertionError(f"output ended before {pattern.pattern!r}:\n{self.text}")
-            self.data += chunk
-        return match
-
-    async def read_to_end(self) -> None:
-        while chunk := await self._stream.receive_some():
-            self.data += chunk
-
-    @property
-    def text(self) -> str:
-        return self.data.decode(errors="replace")
-
-
-@asynccontextmanager
-async def serving(
-    tmp_path: Path, *args: str, **settings: str
-) -> AsyncIterator[tuple[trio.Process, Output, int]]:
-    """Start `highway serve --port 0 *args`; yield (process, output, port) once it listens."""
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "highway", "serve", "--port", "0", *args],
-        cwd=tmp_path,
-        env=highway_env(tmp_path, **settings),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    assert process.stdout is not None
-    output = Output(process.stdout)
-    try:
-        with trio.fail_after(STARTUP_TIMEOUT):
-            port = int((await output.wait_for(RUNNING_ON))["port"])
-        yield process, output, port
-    finally:
-        if process.returncode is None:
-            process.kill()
-        with trio.CancelScope(shield=True):
-            await process.wait()
-            await process.stdout.aclose()
-
-
-async def stop(process: trio.Process, output: Output, signum: int) -> int:
-    """Send `signum`, then read the output to its end and wait for the exit code."""
-    process.send_signal(signum)
-    with trio.fail_after(STARTUP_TIMEOUT):
-        await output.read_to_end()
-        return await process.wait()
 
 
 async def get_health(port: int) -> dict[str, object]:
@@ -198,8 +111,40 @@ async def test_an_unreachable_database_stops_start_up_in_one_line(
     stderr = result.stderr.decode()
     assert result.returncode == 1, stderr
     assert "Traceback" not in stderr
-    assert re.search(rf"ERROR \[\d+\] highway.server: cannot start: {reason}", stderr), stderr
+    (failure,) = [
+        record for record in log_records(stderr) if record["level"] in ("error", "critical")
+    ]
+    assert failure["logger"] == "highway.server", stderr
+    assert str(failure["event"]).startswith(f"cannot start: {reason}"), stderr
+    assert "\n" not in str(failure["event"])
     assert "pw@" not in stderr
+
+
+async def test_console_log_format_gives_readable_lines(tmp_path: Path):
+    result = await run_highway(
+        tmp_path,
+        "serve",
+        "--port",
+        "0",
+        HIGHWAY_DATABASE_URL="sqlite:///no/such/directory/highway.db",
+        HIGHWAY_LOG_FORMAT="console",
+    )
+
+    stderr = result.stderr.decode()
+    assert result.returncode == 1, stderr
+    assert not any(line.startswith("{") for line in stderr.splitlines()), stderr
+    assert re.search(
+        r"\[error +\] cannot start: cannot open SQLite database.* \[highway\.server\]"
+        r" worker=\d+",
+        stderr,
+    ), stderr
+    assert "\x1b[" not in stderr  # no colours without a terminal
+
+
+async def test_bad_log_level_is_refused_in_one_line(tmp_path: Path):
+    result = await run_highway(tmp_path, "serve", HIGHWAY_LOG_LEVEL="verbose")
+
+    assert_one_line_refusal(result, "invalid setting HIGHWAY_LOG_LEVEL:")
 
 
 @pytest.mark.parametrize(
@@ -275,16 +220,18 @@ async def test_serve_several_workers_share_the_port(tmp_path: Path, postgres_url
         output,
         port,
     ):
-        # Each worker logs its own line, prefixed with its pid by Highway's log format.
+        # Each worker logs its own line, which carries its pid as `worker`.
         with trio.fail_after(STARTUP_TIMEOUT):
-            await output.wait_for(re.compile(rb"(?s)Running on.*Running on"))
-        workers = re.findall(
-            rb"\[(\d+)\] [\w.]+: Running on http://127\.0\.0\.1:(\d+)", output.data
-        )
-        pids = {int(pid) for pid, _ in workers}
+            await output.wait_for(re.compile(rb"(?s)Running on.*Running on.*\n"))
+        running = [
+            (record["worker"], RUNNING_ON.search(str(record["event"]).encode()))
+            for record in log_records(output.text.rsplit("\n", 1)[0])
+            if str(record["event"]).startswith("Running on")
+        ]
+        pids = {pid for pid, _ in running}
         assert len(pids) == 2
         assert process.pid not in pids
-        assert {int(worker_port) for _, worker_port in workers} == {port}
+        assert {int(match["port"]) for _, match in running if match} == {port}
 
         assert (await get_health(port))["worker"] in pids
 

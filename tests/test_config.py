@@ -35,6 +35,8 @@ ADDED = {
     "HIGHWAY_VAD_THRESHOLD": ("vad_threshold", 0.5),
     "HIGHWAY_VAD_PREFIX_PADDING_MS": ("vad_prefix_padding_ms", 300),
     "HIGHWAY_VAD_SILENCE_MS": ("vad_silence_ms", 500),
+    "HIGHWAY_LOG_FORMAT": ("log_format", "auto"),
+    "HIGHWAY_LOG_LEVEL": ("log_level", "info"),
 }
 
 SECRET_VALUES = {
@@ -82,6 +84,8 @@ def test_environment_overrides_every_default(clean_env: Path, monkeypatch: pytes
         "HIGHWAY_VAD_THRESHOLD": "0.7",
         "HIGHWAY_VAD_PREFIX_PADDING_MS": "200",
         "HIGHWAY_VAD_SILENCE_MS": "650",
+        "HIGHWAY_LOG_FORMAT": "console",
+        "HIGHWAY_LOG_LEVEL": "warning",
     }
     assert set(values) == set(DEFAULTS) | set(ADDED)  # every setting is exercised
     for name, value in values.items():
@@ -113,6 +117,8 @@ def test_environment_overrides_every_default(clean_env: Path, monkeypatch: pytes
     assert settings.vad_threshold == 0.7
     assert settings.vad_prefix_padding_ms == 200
     assert settings.vad_silence_ms == 650
+    assert settings.log_format == "console"
+    assert settings.log_level == "warning"
     assert not settings.offline
     assert not settings.uses_sqlite
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from highway.call.session import POLICY_VIOLATION, CallSession
 from highway.config import Settings
+from highway.log import call_log_context
 from highway.services import Services
 from highway.store import Admission, Call, DatabaseUnavailable, StoreError, call_status
 from highway.telephony.twilio_signature import TwilioSignatureCheck
@@ -117,7 +118,8 @@ class MediaStreamRoute:
             twilio=self.services.twilio,
             meters=self.services.meters,
         )
-        with self.services.live_call(call.id, session):
+        # Every line logged for this call, by any of its tasks, carries its id.
+        with call_log_context(call.id), self.services.live_call(call.id, session):
             await caller.accept()
             await session.run()
 

@@ -44,6 +44,7 @@ from highway.call.tools import ToolResult, run_tool
 from highway.config import Settings
 from highway.dashboard.events import publish_call, publish_call_event, verification_outcome
 from highway.dashboard.hub import EventHub
+from highway.log import bind_stream_sid
 from highway.metrics import Meters
 from highway.realtime import openai_events
 from highway.realtime.websocket_client import close_quietly, open_websocket
@@ -540,6 +541,7 @@ class CallSession:
                 close_code=POLICY_VIOLATION,
             )
             return False
+        bind_stream_sid(start.stream_sid)
         self._started.set()
         self._spawn(self._record_start, start)
         return True
