@@ -21,7 +21,7 @@ from highway.call.session import ModelEndpoint
 from highway.config import Settings, redact_url
 from highway.dashboard.fanout import PostgresFanout
 from highway.dashboard.hub import EventHub
-from highway.metrics import Meters, WorkerShare, merge_snapshots, render
+from highway.metrics import Meters, Snapshot, WorkerShare, merge_snapshots, render
 from highway.store import Store, open_store
 from highway.telephony.twilio_rest import TwilioCalls
 
@@ -74,6 +74,11 @@ class Services:
             yield
         finally:
             del self.live_calls[call_id]
+            if self._metrics_share is not None:
+                # At once, not at the next tick: a scrape answered by another worker then
+                # already counts this call as ended by the time its end was published.
+                # Blocking, but a few small file operations once per call.
+                self._metrics_share.write(self._metrics_snapshot())
 
     async def open(self, nursery: trio.Nursery) -> None:
         """Open everything; `nursery` runs the offline agent, if there is one."""
@@ -103,7 +108,7 @@ class Services:
 
     async def metrics(self) -> bytes:
         """The Prometheus text for this worker, or for all of them if there are several."""
-        snapshot = self.meters.snapshot(active_calls=len(self.live_calls))
+        snapshot = self._metrics_snapshot()
         share = self._metrics_share
         if share is None:
             return render(snapshot)
@@ -111,10 +116,12 @@ class Services:
         snapshots = await trio.to_thread.run_sync(share.read_all)
         return render(merge_snapshots(snapshots, now=time.time()))
 
+    def _metrics_snapshot(self) -> Snapshot:
+        return self.meters.snapshot(active_calls=len(self.live_calls))
+
     async def _share_metrics(self, share: WorkerShare) -> None:
         while True:
-            snapshot = self.meters.snapshot(active_calls=len(self.live_calls))
-            await trio.to_thread.run_sync(share.write, snapshot)
+            await trio.to_thread.run_sync(share.write, self._metrics_snapshot())
             await trio.sleep(METRICS_SHARE_SECONDS)
 
     async def aclose(self) -> None:
