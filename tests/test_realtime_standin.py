@@ -291,6 +291,22 @@ async def test_response_streams_the_scripted_reply(
     assert server.responses[0].status == "completed"
 
 
+async def test_first_reply_greets_every_session_then_the_default_answers(nursery):
+    """Offline mode's agent greets every call, not only the server's first."""
+    greeting, answer = Reply("Hello.", audio_ms=100), Reply("I heard you.", audio_ms=100)
+    standin = RealtimeStandIn(first_reply=greeting, default_reply=answer)
+    await nursery.start(standin.serve)
+    said = []
+    for _ in range(2):
+        async with connect(nursery, standin) as client:
+            for _ in range(2):
+                await client.send({"type": "response.create"})
+                done = await client.next("response.output_audio_transcript.done")
+                said.append(done["transcript"])
+                await client.next("response.done")
+    assert said == ["Hello.", "I heard you.", "Hello.", "I heard you."]
+
+
 async def test_tool_call_follows_the_audio_in_the_same_response(nursery):
     standin = RealtimeStandIn(
         [

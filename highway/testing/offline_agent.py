@@ -16,6 +16,6 @@ ANSWER = Reply(text="I heard you. This is the offline agent speaking.", audio_ms
 
 
 def offline_agent() -> RealtimeStandIn:
-    """A stand-in agent that greets, then answers every turn the same way. It keeps no
-    client events: `highway serve` may run for weeks."""
-    return RealtimeStandIn([GREETING], default_reply=ANSWER, record_events=False)
+    """A stand-in agent that greets every call, then answers every turn the same way. It
+    keeps no client events: `highway serve` may run for weeks."""
+    return RealtimeStandIn(first_reply=GREETING, default_reply=ANSWER, record_events=False)

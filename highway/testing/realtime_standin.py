@@ -773,7 +773,8 @@ class StandInSession:
 
     def _start_response(self) -> None:
         # Active at once, so a response.create right behind this one is refused.
-        record = ResponseRecord(_new_id("resp"), self._standin._next_reply())
+        reply = self._standin._next_reply(first_in_session=not self.responses)
+        record = ResponseRecord(_new_id("resp"), reply)
         self.responses.append(record)
         self._active = record
         assert self._nursery is not None
@@ -947,12 +948,14 @@ class RealtimeStandIn:
         *,
         api_key: str | None = None,
         default_reply: Reply = DEFAULT_REPLY,
+        first_reply: Reply | None = None,
         user_transcripts: Iterable[str] = (),
         delta_ms: int = 100,
         realtime_factor: float | None = None,
         record_events: bool = True,
     ) -> None:
-        """`replies` are used one per response, then `default_reply`; `user_transcripts` one
+        """`replies` are used one per response, then `default_reply` (or `first_reply` for a
+        session's first response, e.g. a greeting for every call); `user_transcripts` one
         per committed user turn, then "(speech)". `realtime_factor`: None sends audio deltas
         as fast as possible, 1.0 in real time from the response's start, 2.0 twice as fast.
         `record_events` off keeps no client events (the sessions' memory then stays flat), for
@@ -961,6 +964,7 @@ class RealtimeStandIn:
         self.record_events = record_events
         self.api_key = api_key
         self.default_reply = default_reply
+        self.first_reply = first_reply
         self.delta_ms = delta_ms
         self.realtime_factor = realtime_factor
         self.sessions: list[StandInSession] = []  # in connection order
@@ -1005,8 +1009,12 @@ class RealtimeStandIn:
             await nursery.start(trio.serve_listeners, self._serve_connection, listeners)
             task_status.started(self)
 
-    def _next_reply(self) -> Reply:
-        return self._replies.popleft() if self._replies else self.default_reply
+    def _next_reply(self, first_in_session: bool) -> Reply:
+        if self._replies:
+            return self._replies.popleft()
+        if first_in_session and self.first_reply is not None:
+            return self.first_reply
+        return self.default_reply
 
     def _next_transcript(self) -> str:
         return self._transcripts.popleft() if self._transcripts else "(speech)"
