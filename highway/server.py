@@ -123,13 +123,17 @@ async def _serve_here(
 @contextmanager
 def _startup_failure_reported() -> Iterator[None]:
     """Turn Hypercorn's report of a failed start-up hook into StartupFailed."""
+    message = None
     try:
         yield
     except* LifespanFailureError as group:
         failure = _leaves(group)[0]
         # Hypercorn quotes the app's message: "Lifespan failure in startup. '<message>'".
         quoted = _QUOTED.search(str(failure))
-        raise StartupFailed(quoted.group(1) if quoted else str(failure)) from None
+        message = quoted.group(1) if quoted else str(failure)
+    # Raised here, not inside except*: before Python 3.11.4 that wrapped it in a group.
+    if message is not None:
+        raise StartupFailed(message)
 
 
 def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
