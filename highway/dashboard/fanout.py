@@ -54,15 +54,23 @@ class PostgresFanout:
         """Listen (the first connection must succeed: else DatabaseUnavailable), then relay
         until cancelled, reconnecting whenever the connection drops."""
         channel = await self.store.notification_channel(CHANNEL_PREFIX)
+        unavailable: DatabaseUnavailable | None = None
         async with trio.open_nursery() as nursery:
-            await nursery.start(self._listen, channel)
-            self.hub.relay_through(self.relay)
             try:
-                nursery.start_soon(self._notify, channel)
-                task_status.started()
-                await trio.sleep_forever()
-            finally:
-                self.hub.relay_through(None)
+                await nursery.start(self._listen, channel)
+            except DatabaseUnavailable as error:
+                # Raised below: from in here the nursery would wrap it in an ExceptionGroup.
+                unavailable = error
+            else:
+                self.hub.relay_through(self.relay)
+                try:
+                    nursery.start_soon(self._notify, channel)
+                    task_status.started()
+                    await trio.sleep_forever()
+                finally:
+                    self.hub.relay_through(None)
+        if unavailable is not None:
+            raise unavailable
 
     async def _listen(
         self, channel: str, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -125,11 +133,9 @@ def fit_payload(event: Event) -> str:
         reverse=True,
     )
     for key in longest_first:
-        excess = len(orjson.dumps(cut)) - MAX_PAYLOAD_BYTES
-        if excess <= 0:
+        if len(orjson.dumps(cut)) <= MAX_PAYLOAD_BYTES:
             break
-        # Each character is at least one byte, so dropping `excess` of them is enough.
-        cut[key] = cut[key][: max(0, len(cut[key]) - excess - 8)] + "…"
+        cut[key] = _longest_start_that_fits(cut, key)
     payload = orjson.dumps(cut)
     if len(payload) > MAX_PAYLOAD_BYTES:
         # Nested values (a tool's result) are too big: keep only what identifies the event.
@@ -138,3 +144,21 @@ def fit_payload(event: Event) -> str:
             | {"truncated": True}
         )
     return payload.decode()
+
+
+def _longest_start_that_fits(event: Event, key: str) -> str:
+    """`event[key]` cut to as many characters as keep the event within the limit, and "…".
+
+    Found by bisection, since a character takes one to four bytes, or more once escaped:
+    cutting by the excess in bytes could cut all of a text that has room for much of it.
+    Just "…" if no start fits.
+    """
+    text: str = event[key]
+    fits, too_long = 0, len(text)
+    while too_long - fits > 1:
+        middle = (fits + too_long) // 2
+        if len(orjson.dumps(event | {key: text[:middle] + "…"})) <= MAX_PAYLOAD_BYTES:
+            fits = middle
+        else:
+            too_long = middle
+    return text[:fits] + "…"

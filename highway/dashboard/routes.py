@@ -102,6 +102,9 @@ async def _authorised(settings: Settings) -> bool:
     expected = settings.api_key.get_secret_value().encode()
     header = websocket.headers.get("Authorization", "")
     if header:
+        # As the REST API takes it: `Bearer <key>`, not the bare key.
+        if not header.startswith("Bearer "):
+            return False
         given = header.removeprefix("Bearer ").encode()
     else:
         given = b""

@@ -7,8 +7,9 @@ the LISTEN itself are one-off blocking calls, run in a thread.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 import psycopg
 import trio
@@ -23,27 +24,31 @@ class Listener:
     """Notifications on one channel, as an async iterator of their payloads (text).
 
     Iteration raises DatabaseUnavailable when the connection is lost; nothing sent while it
-    was down will arrive, so the caller must treat that as a gap.
+    was down will arrive, so the caller must treat that as a gap. The listener is its own
+    iterator (not a generator), so a loop may stop early and iterate again later.
     """
 
-    def __init__(self, connection: psycopg.Connection) -> None:
+    def __init__(self, connection: psycopg.Connection, early: list[str] | None = None) -> None:
         self._connection = connection
+        self._early = deque(early or ())
 
-    def __aiter__(self) -> AsyncIterator[str]:
-        return self._payloads()
+    def __aiter__(self) -> Listener:
+        return self
 
-    async def _payloads(self) -> AsyncIterator[str]:
+    async def __anext__(self) -> str:
+        if self._early:
+            return self._early.popleft()
         pgconn = self._connection.pgconn
-        while True:
+        # notifies() first: libpq may already hold notifications read with earlier data.
+        while (notification := pgconn.notifies()) is None:
+            if pgconn.status != psycopg.pq.ConnStatus.OK:
+                raise DatabaseUnavailable("PostgreSQL: the listening connection was closed")
             await trio.lowlevel.wait_readable(pgconn.socket)
             try:
                 pgconn.consume_input()
             except psycopg.OperationalError as error:
                 raise DatabaseUnavailable(f"PostgreSQL: {first_line(error)}") from None
-            if pgconn.status != psycopg.pq.ConnStatus.OK:
-                raise DatabaseUnavailable("PostgreSQL: the listening connection was closed")
-            while (notification := pgconn.notifies()) is not None:
-                yield notification.extra.decode()
+        return notification.extra.decode()
 
 
 @asynccontextmanager
@@ -53,11 +58,16 @@ async def listen(url: str, channel: str, *, timeout: float) -> AsyncIterator[Lis
     Raises DatabaseUnavailable if the server cannot be reached within `timeout`.
     """
 
+    early: list[str] = []
+
     def connect() -> psycopg.Connection:
         try:
             connection = psycopg.connect(
                 url, autocommit=True, connect_timeout=max(1, round(timeout))
             )
+            # A notification may come just before LISTEN's answer: psycopg gives those
+            # to its handlers, not to libpq's queue that the Listener reads.
+            connection.add_notify_handler(lambda notify: early.append(notify.payload))
             connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         except psycopg.OperationalError as error:
             raise DatabaseUnavailable(f"PostgreSQL: {first_line(error)}") from None
@@ -69,8 +79,10 @@ async def listen(url: str, channel: str, *, timeout: float) -> AsyncIterator[Lis
     if connection is None:
         raise DatabaseUnavailable(f"PostgreSQL: no answer within {timeout:g} s")
     try:
-        yield Listener(connection)
+        yield Listener(connection, early)
     finally:
-        # Trio must forget the socket before libpq closes it.
-        trio.lowlevel.notify_closing(connection.pgconn.socket)
+        # Trio must forget the socket before libpq closes it; if the connection was lost,
+        # libpq has closed it already (and asking for it would raise).
+        with suppress(psycopg.OperationalError):
+            trio.lowlevel.notify_closing(connection.pgconn.socket)
         connection.close()

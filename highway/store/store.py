@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import hashlib
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -36,6 +37,8 @@ _CALL_COLUMNS = (
 )
 
 
+# PostgreSQL's limit on a name, such as a LISTEN channel's.
+MAX_IDENTIFIER_BYTES = 63
 # Any constant will do: every Highway process must use the same one.
 _ADMISSION_LOCK = 0x4869676877617901
 
@@ -353,7 +356,11 @@ class Store:
         """A LISTEN/NOTIFY channel for this database and schema: channels are shared by the
         whole database, and two deployments may use two schemas of one database."""
         row = await self.database.run(lambda tx: tx.one("SELECT current_schema() AS name"))
-        return f"{prefix}.{(row or {}).get('name') or 'public'}"[:63]
+        channel = f"{prefix}.{(row or {}).get('name') or 'public'}"
+        if len(channel.encode()) > MAX_IDENTIFIER_BYTES:
+            # A long schema name: a digest of it is as unique, and fits.
+            channel = f"{prefix}.{hashlib.sha256(channel.encode()).hexdigest()[:32]}"
+        return channel
 
     async def notify(self, channel: str, payloads: Sequence[str]) -> None:
         """PostgreSQL NOTIFY: each payload on `channel`, in order, in one transaction."""
