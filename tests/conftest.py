@@ -101,13 +101,18 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
 _schemas = itertools.count()
 
 
+def new_schema_url(cluster: PostgresCluster) -> str:
+    """A URL whose tables live in a new, empty schema of their own."""
+    schema = f"test_{os.getpid()}_{next(_schemas)}"
+    with psycopg.connect(cluster.url(), autocommit=True) as connection:
+        connection.execute(f"CREATE SCHEMA {schema}")
+    return f"{cluster.url()}?options=-csearch_path%3D{schema}"
+
+
 @pytest.fixture
 def postgres_url(postgres_cluster: PostgresCluster) -> str:
     """A URL whose tables live in a schema of their own, so every test starts empty."""
-    schema = f"test_{os.getpid()}_{next(_schemas)}"
-    with psycopg.connect(postgres_cluster.url(), autocommit=True) as connection:
-        connection.execute(f"CREATE SCHEMA {schema}")
-    return f"{postgres_cluster.url()}?options=-csearch_path%3D{schema}"
+    return new_schema_url(postgres_cluster)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -119,13 +124,20 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[Store]:
-    opened = await open_store(database_url, timeout=5)
+@asynccontextmanager
+async def opened_store(url: str) -> AsyncIterator[Store]:
+    """A store on `url`, closed afterwards."""
+    opened = await open_store(url, timeout=5)
     try:
         yield opened
     finally:
         await opened.aclose()
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    async with opened_store(database_url) as opened:
+        yield opened
 
 
 def api_settings(database_url: str, twilio_url: str, **overrides: str) -> Settings:

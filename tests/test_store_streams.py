@@ -3,14 +3,11 @@ LISTEN/NOTIFY through `Store.notify` and `listen`."""
 
 from __future__ import annotations
 
-import os
 import socket
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from datetime import timedelta
 
-import psycopg
 import pytest
 import trio
 import trio.testing
@@ -21,6 +18,7 @@ from highway.store.listen import Listener, listen
 from highway.store.migrations import migrate
 from highway.store.records import utc_now
 from highway.testing.postgres import PostgresCluster
+from tests.conftest import new_schema_url, opened_store
 
 HOUR = 3600.0
 CHANNEL_PREFIX = "highway_test"
@@ -59,36 +57,18 @@ def _closed_port() -> int:
     return port
 
 
-def _schema_url(cluster: PostgresCluster) -> str:
-    """A URL for a new, empty schema, made the way the `postgres_url` fixture makes one."""
-    schema = f"test_{os.getpid()}_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(cluster.url(), autocommit=True) as connection:
-        connection.execute(f"CREATE SCHEMA {schema}")
-    return f"{cluster.url()}?options=-csearch_path%3D{schema}"
-
-
 @pytest.fixture
 async def two_stores(database_url: str) -> AsyncIterator[tuple[Store, Store]]:
     """Two stores on one database, as two workers would have."""
-    first = await open_store(database_url, timeout=5)
-    try:
-        second = await open_store(database_url, timeout=5)
-        try:
-            yield first, second
-        finally:
-            await second.aclose()
-    finally:
-        await first.aclose()
+    async with opened_store(database_url) as first, opened_store(database_url) as second:
+        yield first, second
 
 
 @pytest.fixture
 async def pg_store(postgres_url: str) -> AsyncIterator[Store]:
     """A store on PostgreSQL alone, for what only PostgreSQL has (NOTIFY)."""
-    opened = await open_store(postgres_url, timeout=5)
-    try:
+    async with opened_store(postgres_url) as opened:
         yield opened
-    finally:
-        await opened.aclose()
 
 
 async def _receive(listener: Listener, count: int, seconds: float = 5) -> list[str]:
@@ -267,7 +247,7 @@ async def test_channels_are_per_schema(
 ) -> None:
     """Two deployments in two schemas of one database get different channels and do not
     hear each other's notifications."""
-    other_url = _schema_url(postgres_cluster)
+    other_url = new_schema_url(postgres_cluster)
     async with AsyncExitStack() as stack:
         ours = await open_store(postgres_url, timeout=5)
         stack.push_async_callback(ours.aclose)
