@@ -67,6 +67,7 @@ blueprint.record_once(lambda setup: setup.app.extensions.setdefault(RUNNING_KEY,
 @document_response(SimulatedCallStarted, 202)
 @document_response(ErrorResponse, 409)
 @document_response(ErrorResponse, 429)
+@document_response(ErrorResponse, 503)
 async def simulate_call() -> tuple[SimulatedCallStarted, int]:
     """Offline mode only: ring Highway from the Twilio simulator; the stand-in agent answers."""
     state = services()
@@ -75,6 +76,16 @@ async def simulate_call() -> tuple[SimulatedCallStarted, int]:
     running: set[int] = current_app.extensions[RUNNING_KEY]
     if len(running) >= MAX_SIMULATED_CALLS:
         raise ApiError(429, f"{MAX_SIMULATED_CALLS} simulated calls are already running")
+    if await state.at_capacity():
+        # Else Highway would answer its own ring with the busy message: refused as
+        # POST /call-customer is, rather than as a failure to start.
+        state.meters.refused("at_capacity")
+        limit = state.settings.max_concurrent_calls
+        raise ApiError(
+            503,
+            f"Highway is at capacity ({limit} concurrent calls); try again later",
+            headers={"Retry-After": "10"},
+        )
     await _demo_verification(state.store)
     async with highway_client(state.settings, _own_url()) as client:
         try:
