@@ -543,6 +543,11 @@ class CallSession:
             return False
         bind_stream_sid(start.stream_sid)
         self._started.set()
+        # Published now, not once stored: the greeting's words may come before that.
+        self.hub.publish(
+            "clientConnected", self.call.id, text="Client connected", streamSid=start.stream_sid
+        )
+        self.hub.publish("callStatus", self.call.id, status="active")
         self._spawn(self._record_start, start)
         return True
 
@@ -554,10 +559,6 @@ class CallSession:
         except StoreError as error:
             log.error("call %d: stream start not stored: %s", self.call.id, error)
             self.meters.error("store")
-        self.hub.publish(
-            "clientConnected", self.call.id, text="Client connected", streamSid=start.stream_sid
-        )
-        self.hub.publish("callStatus", self.call.id, status="active")
 
     def _bad_frame(self, error: FrameError) -> None:
         self.bad_frames += 1
