@@ -78,6 +78,16 @@ class Bridge:
         ) as simulated:
             yield simulated
 
+    async def verify_and_hang_up(self, call: PlacedCall) -> None:
+        """Answer `call` and speak once after the greeting: with the stand-in scripted with
+        VERIFY_AND_HANG_UP (tests/test_bridge.py), the agent verifies and hangs up."""
+        async with self.dial(call) as caller:
+            with trio.fail_after(5):
+                await caller.wait_played(300)
+            caller.say_speech(400)
+            with trio.fail_after(10):
+                await caller.wait_closed()
+
     async def model_session(self, index: int = 0) -> StandInSession:
         with trio.fail_after(5):
             return await self.agent.wait_for_session(index)

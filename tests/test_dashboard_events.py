@@ -407,12 +407,7 @@ async def test_tool_calls_keep_their_own_id_apart_from_highways_call_id(
     async with running_bridge(url, twilio, replies=VERIFY_AND_HANG_UP) as bridge:
         async with open_dashboard(bridge.highway.url, by_header=True) as dashboard:
             call = await bridge.place_call()
-            async with bridge.dial(call) as caller:
-                with trio.fail_after(5):
-                    await caller.wait_played(300)
-                caller.say_speech(400)
-                with trio.fail_after(10):
-                    await caller.wait_closed()
+            await bridge.verify_and_hang_up(call)
             await dashboard.wait_for("clientDisconnected", call.call_id)
         record = await bridge.call_record(call.call_id)
 

@@ -123,12 +123,7 @@ async def test_an_outcome_and_the_agents_hang_up_are_counted(
     """A call the agent verified and ended: one `verified` outcome, ended as agent_hung_up."""
     async with open_bridge(replies=VERIFY_AND_HANG_UP) as bridge:
         call = await bridge.place_call()
-        async with bridge.dial(call) as caller:
-            with trio.fail_after(5):
-                await caller.wait_played(300)
-            caller.say_speech(400)
-            with trio.fail_after(10):
-                await caller.wait_closed()
+        await bridge.verify_and_hang_up(call)
         await bridge.ended_call(call.call_id)
         samples = await scrape(anonymous, bridge.highway.url)
 

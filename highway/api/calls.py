@@ -23,7 +23,7 @@ from highway.api.models import (
 )
 from highway.call.placing import CallNotPlaced, place_outbound_call
 from highway.dashboard.events import publish_call
-from highway.services import services
+from highway.services import Services, services
 
 blueprint = Blueprint("calls", __name__)
 
@@ -48,14 +48,7 @@ async def call_customer(data: CallCustomerRequest) -> CallCustomerResponse:
             "Twilio is not configured: set TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and"
             " TWILIO_PHONE_NUMBER",
         )
-    if await state.at_capacity():
-        state.meters.refused("at_capacity")
-        limit = state.settings.max_concurrent_calls
-        raise ApiError(
-            503,
-            f"Highway is at capacity ({limit} concurrent calls); try again later",
-            headers={"Retry-After": "10"},
-        )
+    await refuse_if_at_capacity(state)
     try:
         placed = await place_outbound_call(
             state.store, state.twilio, state.settings, verification, data.to
@@ -71,6 +64,18 @@ async def call_customer(data: CallCustomerRequest) -> CallCustomerResponse:
         call_id=placed.call.id,
         call_sid=placed.call_sid,
     )
+
+
+async def refuse_if_at_capacity(state: Services) -> None:
+    """503 while HIGHWAY_MAX_CONCURRENT_CALLS calls are streaming, deployment-wide."""
+    if await state.at_capacity():
+        state.meters.refused("at_capacity")
+        limit = state.settings.max_concurrent_calls
+        raise ApiError(
+            503,
+            f"Highway is at capacity ({limit} concurrent calls); try again later",
+            headers={"Retry-After": "10"},
+        )
 
 
 @blueprint.get("/calls/<int:call_id>")

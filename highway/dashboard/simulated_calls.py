@@ -13,6 +13,7 @@ import logging
 from quart import Blueprint, current_app, request
 from quart_schema import document_response, tag
 
+from highway.api.calls import refuse_if_at_capacity
 from highway.api.errors import ApiError
 from highway.api.models import ApiModel, ErrorResponse
 from highway.config import Settings
@@ -76,16 +77,9 @@ async def simulate_call() -> tuple[SimulatedCallStarted, int]:
     running: set[int] = current_app.extensions[RUNNING_KEY]
     if len(running) >= MAX_SIMULATED_CALLS:
         raise ApiError(429, f"{MAX_SIMULATED_CALLS} simulated calls are already running")
-    if await state.at_capacity():
-        # Else Highway would answer its own ring with the busy message: refused as
-        # POST /call-customer is, rather than as a failure to start.
-        state.meters.refused("at_capacity")
-        limit = state.settings.max_concurrent_calls
-        raise ApiError(
-            503,
-            f"Highway is at capacity ({limit} concurrent calls); try again later",
-            headers={"Retry-After": "10"},
-        )
+    # Else Highway would answer its own ring with the busy message: refused as
+    # POST /call-customer is, rather than as a failure to start.
+    await refuse_if_at_capacity(state)
     await _demo_verification(state.store)
     async with highway_client(state.settings, _own_url()) as client:
         try:
