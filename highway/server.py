@@ -111,6 +111,7 @@ async def _serve_here(
             nursery.start_soon(_on_signals, signals, stop.set, force)
             if shared_stop is not None:
                 nursery.start_soon(_wait_for_shared_stop, shared_stop, stop)
+                nursery.start_soon(_stop_when_orphaned, stop)
             # Everything made so far (modules, the app) lives as long as the process: moved
             # out of the collector's sight, so full collections during calls scan far less.
             gc.collect()
@@ -146,6 +147,17 @@ def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
 async def _wait_for_shared_stop(shared_stop: ProcessEvent, stop: trio.Event) -> None:
     # Hypercorn's own helper: polls the multiprocessing event every 0.1 s.
     await check_multiprocess_shutdown_event(shared_stop, trio.sleep)
+    stop.set()
+
+
+async def _stop_when_orphaned(stop: trio.Event) -> None:
+    """Stop (gracefully) if the supervising process dies, say by SIGKILL: a worker left
+    alone would go on holding the port and taking calls that no one supervises."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+    await trio.lowlevel.wait_readable(parent.sentinel)
+    log.error("the supervising process has gone: stopping")
     stop.set()
 
 

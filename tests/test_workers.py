@@ -6,6 +6,7 @@ through PostgreSQL LISTEN/NOTIFY), and /metrics must add up every worker's figur
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 from collections.abc import AsyncIterator
@@ -149,3 +150,23 @@ async def test_a_call_on_one_worker_reaches_dashboards_on_every_worker(
     assert ended_lines[0]["call_id"] == call_id
     assert str(ended_lines[0]["stream_sid"]).startswith("MZ")
     assert ended_lines[0]["worker"] == carrier
+
+
+async def test_workers_stop_when_their_supervisor_is_killed(tmp_path: Path, postgres_url: str):
+    """A worker left without its parent (SIGKILL, say) stops rather than go on alone."""
+    async with serving(tmp_path, "--workers", "2", HIGHWAY_DATABASE_URL=postgres_url) as (
+        process,
+        output,
+        _,
+    ):
+        with trio.fail_after(STARTUP_TIMEOUT):
+            started = await output.wait_for(re.compile(rb"started 2 workers: (\d+), (\d+)"))
+        workers = [os.pidfd_open(int(pid)) for pid in started.groups()]
+        try:
+            process.kill()
+            with trio.fail_after(STARTUP_TIMEOUT):
+                for pidfd in workers:
+                    await trio.lowlevel.wait_readable(pidfd)  # readable once it has exited
+        finally:
+            for pidfd in workers:
+                os.close(pidfd)
