@@ -22,8 +22,8 @@ from highway.log import (
     call_log_context,
     configure_logging,
     current_log_settings,
-    mask_phone,
 )
+from highway.log_redaction import mask_phone
 from highway.server import hypercorn_config
 
 STREAM_SID = "MZ" + "0123456789abcdef" * 2

@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 
 from highway.config import Settings
-from highway.log import mask_phone
+from highway.log_redaction import mask_phone
 from highway.store import Call, CallDirection, Store, Verification
 from highway.telephony import twiml
 from highway.telephony.twilio_rest import TwilioCalls, TwilioError
