@@ -78,10 +78,11 @@ class Services:
                 # At once, not at the next tick: a scrape answered by another worker then
                 # already counts this call as ended by the time its end was published.
                 # Blocking, but a few small file operations once per call.
-                self._metrics_share.write(self._metrics_snapshot())
+                self._write_metrics(self._metrics_share)
 
     async def open(self, nursery: trio.Nursery) -> None:
-        """Open everything; `nursery` runs the offline agent, if there is one."""
+        """Open everything; `nursery` runs what lasts as long as the server: the offline
+        agent, the dashboards' PostgreSQL fan-out and the metrics sharing, as configured."""
         settings = self.settings
         log.info("database: %s", redact_url(settings.database_url))
         self._store = await open_store(settings.database_url, timeout=settings.db_timeout_seconds)
@@ -121,8 +122,15 @@ class Services:
 
     async def _share_metrics(self, share: WorkerShare) -> None:
         while True:
-            await trio.to_thread.run_sync(share.write, self._metrics_snapshot())
+            await trio.to_thread.run_sync(self._write_metrics, share)
             await trio.sleep(METRICS_SHARE_SECONDS)
+
+    def _write_metrics(self, share: WorkerShare) -> None:
+        try:
+            share.write(self._metrics_snapshot())
+        except OSError as error:
+            # The other workers' scrapes miss this one's latest figures; nothing else.
+            log.warning("metrics not shared with the other workers: %s", error)
 
     async def aclose(self) -> None:
         if self.twilio is not None:

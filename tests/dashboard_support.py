@@ -26,11 +26,12 @@ Event = dict[str, Any]
 
 @asynccontextmanager
 async def dashboard_socket(
-    base_url: str, *, authorization: str | None = None
+    base_url: str, *, authorization: str | None = None, origin: str | None = None
 ) -> AsyncIterator[WebSocketConnection]:
-    """A bare WebSocket on the event stream, with that `Authorization` header if given, and
-    nothing sent yet. Leaving closes it (1000) if the server has not."""
-    headers = [] if authorization is None else [(b"Authorization", authorization.encode())]
+    """A bare WebSocket on the event stream, with those `Authorization` and `Origin`
+    headers if given, and nothing sent yet. Leaving closes it (1000) if the server has not."""
+    headers = [(b"Authorization", authorization.encode())] if authorization else []
+    headers += [(b"Origin", origin.encode())] if origin else []
     host, port = base_url.removeprefix("http://").rsplit(":", 1)
     with trio.fail_after(WAIT_SECONDS):
         stream = await trio.open_tcp_stream(host, int(port))

@@ -250,6 +250,35 @@ async def test_without_a_configured_key_the_feed_needs_none(
     assert (event["type"], event["callId"]) == ("callUpdated", placed.json()["callId"])
 
 
+async def test_pages_of_other_sites_are_refused_even_without_a_configured_key(
+    clean_env: Path, twilio: TwilioRestStandIn
+) -> None:
+    """With no key, any web page could otherwise read the calls of a Highway on the same
+    machine, or start simulated calls: a browser's Origin from another site is refused. The
+    page's own origin, and clients that send none, are not."""
+    assert twilio.base_url is not None
+    with_key = api_settings(f"sqlite:///{clean_env / 'highway.db'}", twilio.base_url)
+    settings = with_key.model_copy(update={"api_key": None})
+    async with (
+        running_highway(settings, twilio) as highway,
+        httpx.AsyncClient(base_url=highway.url, trust_env=False) as anonymous,
+    ):
+        async with dashboard_socket(highway.url, origin="https://evil.example") as ws:
+            refused = await first_answer(ws)
+        own_origin = highway.url  # http://127.0.0.1:port: what the page itself sends
+        async with dashboard_socket(highway.url, origin=own_origin) as ws:
+            welcomed = await first_answer(ws)
+        simulated = await anonymous.post(
+            "/dashboard/simulate-call", headers={"Origin": "https://evil.example"}
+        )
+        calls = (await anonymous.get("/calls")).json()["calls"]
+    assert refused == (1008, "Cross-site request refused")
+    assert isinstance(welcomed, dict) and welcomed["type"] == "snapshot"
+    assert simulated.status_code == 403
+    assert simulated.json() == {"error": "Cross-site request refused"}
+    assert calls == []
+
+
 # The snapshot
 
 

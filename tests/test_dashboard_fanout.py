@@ -11,7 +11,12 @@ import orjson
 import pytest
 import trio
 
-from highway.dashboard.fanout import MAX_PAYLOAD_BYTES, PostgresFanout, fit_payload
+from highway.dashboard.fanout import (
+    CHANNEL_PREFIX,
+    MAX_PAYLOAD_BYTES,
+    PostgresFanout,
+    fit_payload,
+)
 from highway.dashboard.hub import Event, EventHub, FeedInterrupted, Subscriber
 from highway.store import DatabaseUnavailable, Store, open_store
 from highway.testing.postgres import PostgresCluster
@@ -211,6 +216,24 @@ async def test_a_huge_event_arrives_cut_on_the_other_worker(postgres_url: str) -
         assert (event["type"], event["callId"], event["worker"]) == ("ava_response", 8, 1)
         assert (event["eventId"], event["truncated"]) == (41, True)
         assert event["text"].startswith("Ünïcødé ☎ ") and event["text"].endswith("…")
+
+
+async def test_a_gap_in_a_workers_events_interrupts_the_dashboards(postgres_url: str) -> None:
+    """Events another worker published but that never arrived (dropped, or a NOTIFY that
+    failed) show as a gap in its `seq`: dashboards are told, so they start again."""
+    async with _workers(postgres_url, 1) as [worker]:
+        channel = await worker.store.notification_channel(CHANNEL_PREFIX)
+        origin = {"type": "ava_response", "callId": 1, "worker": 99, "relay": "r99"}
+        sent = [{**origin, "seq": seq} for seq in (1, 2)]
+        async with worker.hub.subscribe() as dashboard:
+            await worker.store.notify(channel, [orjson.dumps(e).decode() for e in sent])
+            received = await _take(dashboard, 2)
+            lost = {**origin, "seq": 4}
+            await worker.store.notify(channel, [orjson.dumps(lost).decode()])
+            with pytest.raises(FeedInterrupted, match="from worker 99 were lost"):
+                await _next(dashboard)
+    # Delivered without their sequence numbers, which are the relay's business.
+    assert received == [{k: v for k, v in e.items() if k not in ("relay", "seq")} for e in sent]
 
 
 async def test_a_stopped_fanout_leaves_the_hub_delivering_locally(postgres_url: str) -> None:

@@ -9,6 +9,8 @@ loopback, so only this machine can reach the API.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 from quart import Quart, request
 
@@ -23,6 +25,14 @@ OPEN_PREFIXES = (TWILIO_PREFIX, "/dashboard/static/")
 
 def needs_api_key(path: str) -> bool:
     return path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES)
+
+
+def is_cross_site(headers: Mapping[str, str]) -> bool:
+    """True for a browser's request made by a page of another site (its Origin names
+    another host). Browsers apply no CORS to WebSockets or to plain form posts, so without
+    this any page a user visits could use a Highway on their machine that has no key."""
+    origin = headers.get("Origin")
+    return bool(origin) and urlsplit(origin).netloc.lower() != headers.get("Host", "").lower()
 
 
 def register_api_key_check(app: Quart, settings: Settings) -> None:

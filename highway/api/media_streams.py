@@ -17,7 +17,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from highway.call.session import POLICY_VIOLATION, CallSession
+from highway.call.session import POLICY_VIOLATION, TRY_AGAIN_LATER, CallSession
 from highway.config import Settings
 from highway.log import call_log_context
 from highway.services import Services
@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 
 MEDIA_STREAM_PREFIX = "/media-stream/"
 _PATH = re.compile(r"/media-stream/(\d{1,18})/(\d{1,18})/?")
-TRY_AGAIN_LATER = 1013
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -163,7 +162,9 @@ class MediaStreamRoute:
                 TRY_AGAIN_LATER,
                 reason="Highway is at capacity; try again later",
             )
-        if admission is not Admission.ADMITTED:
+        if admission is Admission.UNKNOWN_CALL:  # deleted since it was read
+            raise Refused(f"call {call_id} does not exist", "invalid_request")
+        if admission is Admission.ALREADY_STREAMING:
             raise Refused(f"call {call_id} already has a stream", "invalid_request")
         return call
 

@@ -141,7 +141,9 @@ async def incoming_call(data: IncomingCall) -> Response:
     call = await answer_inbound_call(
         state.store, data.call_sid, data.from_, data.to, data.call_status
     )
-    if await state.at_capacity():
+    # A retried webhook finds the call it made before: if that one streams already, it is
+    # counted in the limit itself, and must not be refused for it.
+    if call.stream_sid is None and await state.at_capacity():
         state.meters.refused("at_capacity")
         # Kept on record as refused, and the caller hears why rather than silence.
         call = await state.store.fail_call(call.id, error="at capacity", end_reason="at_capacity")

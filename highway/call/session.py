@@ -70,6 +70,7 @@ NORMAL_CLOSURE = 1000
 GOING_AWAY = 1001
 POLICY_VIOLATION = 1008
 INTERNAL_ERROR = 1011
+TRY_AGAIN_LATER = 1013
 
 
 class CallerSocket(Protocol):
@@ -266,7 +267,7 @@ class CallSession:
                 text = conversation.caller_audio(event)
                 if text is not None:
                     await self._send_model(text)
-                meters.caller_to_model.observe(trio.current_time() - received_at)
+                    meters.caller_to_model.observe(trio.current_time() - received_at)
                 continue
             if type(event) is Start and not self._accept_start(event):
                 return
@@ -401,13 +402,16 @@ class CallSession:
                 continue
             if not isinstance(event, dict):
                 continue
-            if event.get("type") == "error":
+            kind = event.get("type")
+            if kind == "error":
                 if self._model_error(event):
                     return
                 continue
             received_at = trio.current_time()
-            await self._perform(conversation.model_event(event, received_at))
-            if event.get("type") == AUDIO_DELTA:
+            actions = conversation.model_event(event, received_at)
+            await self._perform(actions)
+            # Only audio that went out: late audio after a barge-in is dropped, not sent.
+            if kind == AUDIO_DELTA and actions:
                 meters.frames_out += 1
                 meters.model_to_caller.observe(trio.current_time() - received_at)
 

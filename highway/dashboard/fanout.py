@@ -11,6 +11,7 @@ start again from a snapshot of the database, which has every call's record and e
 from __future__ import annotations
 
 import logging
+import uuid
 
 import orjson
 import trio
@@ -40,12 +41,21 @@ class PostgresFanout:
         self.url = url
         self.timeout = timeout
         self.dropped = 0
+        # A pid is no name for a worker across hosts: each relay has an id of its own.
+        self._id = uuid.uuid4().hex[:16]
+        self._sequence = 0
+        self._last_seq: dict[object, int] = {}  # by relay: the last `seq` delivered
         self._send, self._receive = trio.open_memory_channel[str](QUEUE_LENGTH)
 
     def relay(self, event: Event) -> None:
-        """Queue `event` for NOTIFY (the hub calls this for every published event)."""
+        """Queue `event` for NOTIFY (the hub calls this for every published event).
+
+        Each carries this relay's id and next `seq`, so that the other workers can tell
+        when some were lost on the way (dropped here, or a NOTIFY that failed)."""
+        self._sequence += 1
+        marked = {**event, "relay": self._id, "seq": self._sequence}
         try:
-            self._send.send_nowait(fit_payload(event))
+            self._send.send_nowait(fit_payload(marked))
         except trio.WouldBlock:
             self.dropped += 1
             self.hub.interrupt("events were dropped: the database is not keeping up")
@@ -82,6 +92,8 @@ class PostgresFanout:
                 async with listen(self.url, channel, timeout=self.timeout) as listener:
                     if failures:
                         log.info("dashboard events: listening again on PostgreSQL")
+                        # Dashboards that reconnected while this was down missed events.
+                        self.hub.interrupt("the database connection was lost")
                     failures = 0
                     if not started:
                         task_status.started()
@@ -103,8 +115,15 @@ class PostgresFanout:
         except orjson.JSONDecodeError:
             log.warning("dashboard events: ignored a notification that is not JSON")
             return
-        if isinstance(event, dict):
-            self.hub.deliver(event)
+        if not isinstance(event, dict):
+            return
+        relay, seq = event.pop("relay", None), event.pop("seq", None)
+        if isinstance(seq, int):
+            last = self._last_seq.get(relay)
+            self._last_seq[relay] = seq
+            if last is not None and seq != last + 1:
+                self.hub.interrupt(f"events from worker {event.get('worker')} were lost")
+        self.hub.deliver(event)
 
     async def _notify(self, channel: str) -> None:
         async for first in self._receive:
@@ -140,7 +159,11 @@ def fit_payload(event: Event) -> str:
     if len(payload) > MAX_PAYLOAD_BYTES:
         # Nested values (a tool's result) are too big: keep only what identifies the event.
         payload = orjson.dumps(
-            {key: event[key] for key in ("type", "callId", "at", "worker") if key in event}
+            {
+                key: event[key]
+                for key in ("type", "callId", "at", "worker", "relay", "seq")
+                if key in event
+            }
             | {"truncated": True}
         )
     return payload.decode()

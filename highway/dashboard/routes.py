@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,8 @@ import orjson
 import trio
 from quart import Blueprint, Response, send_from_directory, websocket
 
+from highway.api.auth import is_cross_site
+from highway.call.session import POLICY_VIOLATION, TRY_AGAIN_LATER
 from highway.config import Settings
 from highway.dashboard.events import call_json
 from highway.dashboard.hub import FeedInterrupted
@@ -38,10 +39,6 @@ CONTENT_SECURITY_POLICY = (
 )
 SNAPSHOT_CALLS = 50
 AUTH_TIMEOUT_SECONDS = 10.0
-
-POLICY_VIOLATION = 1008
-TRY_AGAIN_LATER = 1013
-INTERNAL_ERROR = 1011
 
 
 @blueprint.get("/")
@@ -70,6 +67,10 @@ async def events() -> None:
     """Every call's events, after a snapshot of the current state; needs the API key."""
     state = services()
     await websocket.accept()
+    if is_cross_site(websocket.headers):
+        log.warning("dashboard events: refused a page of another site")
+        await websocket.close(POLICY_VIOLATION, "Cross-site request refused")
+        return
     if not await _authorised(state.settings):
         log.warning("dashboard events: refused a missing or invalid API key")
         await websocket.close(POLICY_VIOLATION, "Missing or invalid API key")
@@ -146,7 +147,7 @@ async def _snapshot(state: Services) -> dict[str, Any]:
         listed.append(call_json(call, outcomes.get(call.verification_id), history))
     return {
         "type": "snapshot",
-        "worker": os.getpid(),
+        "worker": state.hub.worker,
         "offline": state.settings.offline,
         "maxConcurrentCalls": state.settings.max_concurrent_calls,
         "calls": listed,

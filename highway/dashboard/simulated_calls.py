@@ -13,11 +13,12 @@ import logging
 from quart import Blueprint, current_app, request
 from quart_schema import document_response, tag
 
+from highway.api.auth import is_cross_site
 from highway.api.calls import refuse_if_at_capacity
 from highway.api.errors import ApiError
 from highway.api.models import ApiModel, ErrorResponse
 from highway.config import Settings
-from highway.services import services
+from highway.services import Services, services
 from highway.simulate_call import (
     CALLER_ID,
     RingingCall,
@@ -72,11 +73,28 @@ blueprint.record_once(lambda setup: setup.app.extensions.setdefault(RUNNING_KEY,
 async def simulate_call() -> tuple[SimulatedCallStarted, int]:
     """Offline mode only: ring Highway from the Twilio simulator; the stand-in agent answers."""
     state = services()
+    if is_cross_site(request.headers):
+        raise ApiError(403, "Cross-site request refused")
     if not state.settings.offline:
         raise ApiError(409, "Simulated calls run in offline mode only (no OPENAI_API_KEY)")
-    running: set[int] = current_app.extensions[RUNNING_KEY]
+    running: set[object] = current_app.extensions[RUNNING_KEY]
     if len(running) >= MAX_SIMULATED_CALLS:
         raise ApiError(429, f"{MAX_SIMULATED_CALLS} simulated calls are already running")
+    # Taken before the first await, so that requests at once cannot all pass the check.
+    slot = object()
+    running.add(slot)
+    try:
+        ringing = await _ring(state)
+    except BaseException:
+        running.discard(slot)
+        raise
+    current_app.nursery.start_soon(_talk, state.settings, ringing, running, slot)
+    started = SimulatedCallStarted(message="Simulated call started", call_id=ringing.call_id)
+    return started, 202
+
+
+async def _ring(state: Services) -> RingingCall:
+    """Ring Highway for the demo verification; its answer names the call."""
     # Else Highway would answer its own ring with the busy message: refused as
     # POST /call-customer is, rather than as a failure to start.
     await refuse_if_at_capacity(state)
@@ -86,10 +104,7 @@ async def simulate_call() -> tuple[SimulatedCallStarted, int]:
             ringing = await ring(client, state.settings, CALLER_ID)
         except SimulationFailed as failure:
             raise ApiError(500, f"The simulated call could not start: {failure}") from None
-    running.add(ringing.call_id)
-    current_app.nursery.start_soon(_talk, state.settings, ringing, running)
-    started = SimulatedCallStarted(message="Simulated call started", call_id=ringing.call_id)
-    return started, 202
+    return ringing
 
 
 async def _demo_verification(store: Store) -> None:
@@ -104,11 +119,15 @@ def _own_url() -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-async def _talk(settings: Settings, ringing: RingingCall, running: set[int]) -> None:
+async def _talk(
+    settings: Settings, ringing: RingingCall, running: set[object], slot: object
+) -> None:
     try:
         audio = speech_ulaw(SPEECH_MS)
         await talk(settings, ringing, audio, turns=TURNS, timeout=TIMEOUT_SECONDS)
-    except (SimulationFailed, OSError) as failure:
-        log.warning("simulated call %d failed: %s", ringing.call_id, failure)
+    except Exception as failure:
+        # Whatever went wrong with the simulator, it must not take down the tasks beside
+        # it in the app's nursery (the offline agent among them).
+        log.warning("simulated call %d failed: %r", ringing.call_id, failure)
     finally:
-        running.discard(ringing.call_id)
+        running.discard(slot)

@@ -7,6 +7,7 @@ the LISTEN itself are one-off blocking calls, run in a thread.
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -18,6 +19,11 @@ from psycopg import sql
 from highway.store.database import DatabaseUnavailable, first_line
 
 __all__ = ["Listener", "listen"]
+
+# A lost server is noticed within about 10 + 5 × 3 = 25 s.
+KEEPALIVE_IDLE_SECONDS = 10
+KEEPALIVE_INTERVAL_SECONDS = 5
+KEEPALIVE_COUNT = 3
 
 
 class Listener:
@@ -59,24 +65,42 @@ async def listen(url: str, channel: str, *, timeout: float) -> AsyncIterator[Lis
     """
 
     early: list[str] = []
+    abandoned = threading.Event()
 
     def connect() -> psycopg.Connection:
         try:
             connection = psycopg.connect(
-                url, autocommit=True, connect_timeout=max(1, round(timeout))
+                url,
+                autocommit=True,
+                connect_timeout=max(1, round(timeout)),
+                # A connection that only listens sends nothing: without keepalives a
+                # half-open one would look idle for hours (the system's default).
+                keepalives=1,
+                keepalives_idle=KEEPALIVE_IDLE_SECONDS,
+                keepalives_interval=KEEPALIVE_INTERVAL_SECONDS,
+                keepalives_count=KEEPALIVE_COUNT,
             )
+        except psycopg.OperationalError as error:
+            raise DatabaseUnavailable(f"PostgreSQL: {first_line(error)}") from None
+        try:
             # A notification may come just before LISTEN's answer: psycopg gives those
             # to its handlers, not to libpq's queue that the Listener reads.
             connection.add_notify_handler(lambda notify: early.append(notify.payload))
             connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-        except psycopg.OperationalError as error:
-            raise DatabaseUnavailable(f"PostgreSQL: {first_line(error)}") from None
+            if abandoned.is_set():
+                raise DatabaseUnavailable("PostgreSQL: connected too late")
+        except BaseException as error:
+            connection.close()  # nobody else will: the caller has gone, or LISTEN failed
+            if isinstance(error, psycopg.OperationalError):
+                raise DatabaseUnavailable(f"PostgreSQL: {first_line(error)}") from None
+            raise
         return connection
 
     connection = None
     with trio.move_on_after(timeout + 1):
         connection = await trio.to_thread.run_sync(connect, abandon_on_cancel=True)
     if connection is None:
+        abandoned.set()
         raise DatabaseUnavailable(f"PostgreSQL: no answer within {timeout:g} s")
     try:
         yield Listener(connection, early)

@@ -244,7 +244,8 @@ class Store:
         return Call.from_row(_required(await self.database.run(work)))
 
     async def fail_call(self, call_id: int, error: str, end_reason: str) -> Call:
-        """The call could not be placed: mark it failed with the reason, keeping the record."""
+        """The call could not be placed, or was refused (at capacity): mark it failed with
+        the reason, keeping the record."""
 
         def work(tx: Transaction) -> dict[str, Any] | None:
             _update_call(tx, call_id, set_={"error": error}, fill={"end_reason": end_reason})
@@ -335,7 +336,8 @@ class Store:
             )
             if row is None:
                 return Admission.UNKNOWN_CALL
-            if row["streaming_since"] is not None and row["ended_at"] is None:
+            since = as_datetime(row["streaming_since"])
+            if since is not None and since > cutoff and row["ended_at"] is None:
                 return Admission.ALREADY_STREAMING
             if _count_streaming(tx, cutoff) >= limit:
                 return Admission.AT_CAPACITY
