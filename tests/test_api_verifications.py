@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 import pytest
@@ -119,7 +120,13 @@ async def test_invalid_verifications_are_400_in_the_seeds_words(
 
 @pytest.mark.parametrize(
     ("content", "content_type"),
-    [("{not json", "application/json"), ("customerName=Ada", "application/x-www-form-urlencoded")],
+    [
+        ("{not json", "application/json"),
+        ("customerName=Ada", "application/x-www-form-urlencoded"),
+        # What a page of another site can post without the browser asking first (CORS):
+        # refused even when it is valid JSON, so no such page can use a keyless Highway.
+        (json.dumps(VERIFICATION), "text/plain"),
+    ],
 )
 async def test_a_body_that_is_not_json_is_400(
     highway: Highway, content: str, content_type: str
