@@ -212,6 +212,24 @@ async def test_events_keep_their_order_and_data(store: Store) -> None:
     assert events[2].data["arguments"] == {"field": "postcode"}
 
 
+async def test_several_calls_events_come_in_one_query_each_in_its_order(store: Store) -> None:
+    verification = await store.create_verification(ADA)
+    first, second = [await _new_call(store, verification.id) for _ in range(2)]
+    for call, text in [(first, "one"), (second, "un"), (first, "two"), (second, "deux")]:
+        await store.add_event(call.id, EventKind.USER, {"text": text})
+    unknown = second.id + 1000
+
+    found = await store.events_of_calls([second.id, unknown, first.id])
+
+    assert found == {
+        first.id: await store.call_events(first.id),
+        second.id: await store.call_events(second.id),
+    }
+    said = [e.data["text"] for e in found[first.id] if e.kind is EventKind.USER]
+    assert said == ["one", "two"]
+    assert await store.events_of_calls([]) == {}
+
+
 async def test_a_recording_url_is_stored(store: Store) -> None:
     verification = await store.create_verification(ADA)
     call_id = await _outbound_call(store, verification.id)

@@ -140,11 +140,16 @@ async def _snapshot(state: Services) -> dict[str, Any]:
     store = state.store
     calls = await store.list_calls(limit=SNAPSHOT_CALLS)
     outcomes = await store.outcomes([call.verification_id for call in calls])
-    listed = []
-    for call in calls:
-        live = call.answered_at is not None and not call_status.is_terminal(call.status)
-        history = await store.call_events(call.id) if live else None
-        listed.append(call_json(call, outcomes.get(call.verification_id), history))
+    live = [c.id for c in calls if c.answered_at and not call_status.is_terminal(c.status)]
+    histories = await store.events_of_calls(live)
+    listed = [
+        call_json(
+            call,
+            outcomes.get(call.verification_id),
+            histories.get(call.id, []) if call.id in live else None,
+        )
+        for call in calls
+    ]
     return {
         "type": "snapshot",
         "worker": state.hub.worker,
