@@ -224,18 +224,22 @@ async def test_a_client_that_never_sends_the_key_is_closed_after_the_time_allowe
     assert answer == REFUSED
 
 
-async def test_without_a_configured_key_the_feed_needs_none(
-    clean_env: Path, twilio: TwilioRestStandIn
-) -> None:
-    """No HIGHWAY_API_KEY: the snapshot comes at once, unasked; the page's auth message
-    (an empty key) is then simply ignored, and live events follow."""
+@pytest.fixture
+async def keyless_highway(clean_env: Path, twilio: TwilioRestStandIn) -> AsyncIterator[Highway]:
+    """Highway on SQLite with no HIGHWAY_API_KEY (as on a developer's machine)."""
     assert twilio.base_url is not None
     with_key = api_settings(f"sqlite:///{clean_env / 'highway.db'}", twilio.base_url)
     settings = with_key.model_copy(update={"api_key": None})
+    async with running_highway(settings, twilio) as highway:
+        yield highway
+
+
+async def test_without_a_configured_key_the_feed_needs_none(keyless_highway: Highway) -> None:
+    """No HIGHWAY_API_KEY: the snapshot comes at once, unasked; the page's auth message
+    (an empty key) is then simply ignored, and live events follow."""
     async with (
-        running_highway(settings, twilio) as highway,
-        httpx.AsyncClient(base_url=highway.url, trust_env=False) as anonymous,
-        dashboard_socket(highway.url) as ws,
+        httpx.AsyncClient(base_url=keyless_highway.url, trust_env=False) as anonymous,
+        dashboard_socket(keyless_highway.url) as ws,
     ):
         snapshot = await first_answer(ws)  # nothing sent
         await ws.send_message(orjson.dumps({"type": "auth", "apiKey": ""}).decode())
@@ -251,22 +255,18 @@ async def test_without_a_configured_key_the_feed_needs_none(
 
 
 async def test_pages_of_other_sites_are_refused_even_without_a_configured_key(
-    clean_env: Path, twilio: TwilioRestStandIn
+    keyless_highway: Highway,
 ) -> None:
     """With no key, any web page could otherwise read the calls of a Highway on the same
     machine, or start simulated calls: a browser's Origin from another site is refused. The
     page's own origin, and clients that send none, are not."""
-    assert twilio.base_url is not None
-    with_key = api_settings(f"sqlite:///{clean_env / 'highway.db'}", twilio.base_url)
-    settings = with_key.model_copy(update={"api_key": None})
     async with (
-        running_highway(settings, twilio) as highway,
-        httpx.AsyncClient(base_url=highway.url, trust_env=False) as anonymous,
+        httpx.AsyncClient(base_url=keyless_highway.url, trust_env=False) as anonymous,
     ):
-        async with dashboard_socket(highway.url, origin="https://evil.example") as ws:
+        async with dashboard_socket(keyless_highway.url, origin="https://evil.example") as ws:
             refused = await first_answer(ws)
-        own_origin = highway.url  # http://127.0.0.1:port: what the page itself sends
-        async with dashboard_socket(highway.url, origin=own_origin) as ws:
+        own_origin = keyless_highway.url  # http://127.0.0.1:port: what the page itself sends
+        async with dashboard_socket(keyless_highway.url, origin=own_origin) as ws:
             welcomed = await first_answer(ws)
         simulated = await anonymous.post(
             "/dashboard/simulate-call", headers={"Origin": "https://evil.example"}
